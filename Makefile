@@ -1,0 +1,36 @@
+# make run   set up .venv and run the whole pipeline on the embedded benchmark
+# make test  set up .venv and run the test suite
+# make ui    the MLflow UI on http://127.0.0.1:5000 over RUN's tracking store
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+RUN    ?= runs/default
+ARGS   ?=
+PYTEST ?=
+
+.PHONY: setup run test ui bench clean
+
+# torch first, from the CPU wheel: installed after, a dependency would pull a multi-GB CUDA build.
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+setup: $(VENV)/.installed
+
+run: setup
+	$(PY) jobs/self_train.py run.dir=$(RUN) $(ARGS)
+
+test: setup
+	$(PY) -m pytest -q $(PYTEST)
+
+ui: setup
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(abspath $(RUN))/mlflow.db \
+		--default-artifact-root $(abspath $(RUN))/mlartifacts --host 127.0.0.1 --port 5000
+
+bench: setup
+	$(PY) bench/teacher_throughput.py
+	$(PY) bench/pseudo_throughput.py
+
+clean:
+	rm -rf runs data

@@ -1,0 +1,203 @@
+"""Tests of udas_ray.data.scenes: determinism, valid labels, on-disk layouts, idempotence, domain gap."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from udas_ray.classes import NUM_CLASSES, TRAIN_TO_LABEL_ID, label_ids_to_train_ids
+from udas_ray.data import scenes
+from udas_ray.errors import UdasError
+
+SIZE = (24, 40)  # (height, width)
+VALID_LABEL_IDS = {0, *TRAIN_TO_LABEL_ID}
+
+
+def _read(path):
+    return np.asarray(Image.open(path))
+
+
+def _mtimes(root):
+    return {p: p.stat().st_mtime_ns for p in sorted(root.rglob("*"))}
+
+
+@pytest.mark.parametrize("domain,split", [("source", "train"), ("target", "train"), ("target", "val")])
+def test_render_is_deterministic_and_well_formed(domain, split):
+    img, lbl = scenes.render_scene(domain, 7, 3, (30, 50), split)
+    img2, lbl2 = scenes.render_scene(domain, 7, 3, (30, 50), split)
+    assert img.shape == (30, 50, 3) and img.dtype == np.uint8
+    assert lbl.shape == (30, 50) and lbl.dtype == np.uint8
+    np.testing.assert_array_equal(img, img2)
+    np.testing.assert_array_equal(lbl, lbl2)
+    other, _ = scenes.render_scene(domain, 7, 4, (30, 50), split)
+    assert not np.array_equal(img, other)
+    other, _ = scenes.render_scene(domain, 8, 3, (30, 50), split)
+    assert not np.array_equal(img, other)
+
+
+def test_splits_and_domains_are_different_streams():
+    a, _ = scenes.render_scene("target", 0, 0, SIZE, "train")
+    b, _ = scenes.render_scene("target", 0, 0, SIZE, "val")
+    c, _ = scenes.render_scene("source", 0, 0, SIZE, "train")
+    assert not np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+@pytest.mark.parametrize("domain", ["source", "target"])
+def test_labels_hold_only_cityscapes_label_ids(domain):
+    seen = set()
+    for i in range(12):
+        for size in ((8, 8), (17, 23), (48, 96)):
+            _, lbl = scenes.render_scene(domain, 1, i, size)
+            values = set(np.unique(lbl).tolist())
+            assert values <= VALID_LABEL_IDS, values - VALID_LABEL_IDS
+            seen |= values
+    assert len(seen) > 8
+
+
+def test_source_knobs():
+    for i in range(6):
+        _, lbl = scenes.render_scene("source", 0, i, SIZE, distractors=0.0)
+        assert (lbl != 0).all()  # nothing void without distractors
+        _, lbl = scenes.render_scene("source", 0, i, SIZE, distractors=1.0)
+        assert (lbl == 0).any()
+    flat, _ = scenes.render_scene("source", 0, 0, SIZE, jitter=0, textures=0, lighting=0)
+    wild, _ = scenes.render_scene("source", 0, 0, SIZE, jitter=1, textures=1, lighting=1)
+    assert not np.array_equal(flat, wild)
+    with pytest.raises(UdasError, match="unknown source scene knob"):
+        scenes.render_scene("source", 0, 0, SIZE, shininess=0.5)
+    with pytest.raises(UdasError, match="jitter"):
+        scenes.render_scene("source", 0, 0, SIZE, jitter=2.0)
+    with pytest.raises(UdasError, match="fixed appearance"):
+        scenes.render_scene("target", 0, 0, SIZE, jitter=0.1)
+    with pytest.raises(UdasError, match="domain"):
+        scenes.render_scene("game", 0, 0, SIZE)
+    with pytest.raises(UdasError, match="size"):
+        scenes.render_scene("source", 0, 0, (4, 40))
+
+
+def test_source_layout_is_gta5(tmp_path):
+    root = scenes.write_source(tmp_path / "gta", num_images=3, size=SIZE, seed=5, textures=0.5)
+    assert root == tmp_path / "gta"
+    names = [f"{i:05d}.png" for i in (1, 2, 3)]
+    assert sorted(p.name for p in (root / "images").iterdir()) == names
+    assert sorted(p.name for p in (root / "labels").iterdir()) == names
+    assert sorted(p.name for p in root.iterdir()) == ["images", "labels", "scenes.json"]
+    for i, name in enumerate(names):
+        img, lbl = Image.open(root / "images" / name), Image.open(root / "labels" / name)
+        assert img.mode == "RGB" and lbl.mode == "L"
+        assert img.size == lbl.size == (SIZE[1], SIZE[0])
+        want_img, want_lbl = scenes.render_scene("source", 5, i, SIZE, textures=0.5)
+        np.testing.assert_array_equal(np.asarray(img), want_img)
+        np.testing.assert_array_equal(np.asarray(lbl), want_lbl)
+    meta = json.loads((root / "scenes.json").read_text())
+    assert meta["num_images"] == 3 and meta["size"] == list(SIZE) and meta["knobs"]["textures"] == 0.5
+    assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_target_layout_is_cityscapes(tmp_path):
+    root = scenes.write_target(tmp_path / "cs", num_train=6, num_val=3, size=SIZE, seed=2)
+    want = {
+        "train": ["alderon_000000_000019", "brindle_000000_000019", "castmoor_000000_000019",
+                  "dunwick_000000_000019", "elmhurst_000000_000019", "alderon_000001_000019"],
+        "val": ["corvia_000000_000019", "fennick_000000_000019", "corvia_000001_000019"],
+    }
+    for split, stems in want.items():
+        images = sorted(p.relative_to(root) for p in (root / "leftImg8bit" / split).rglob("*.png"))
+        labels = sorted(p.relative_to(root) for p in (root / "gtFine" / split).rglob("*.png"))
+        assert [str(p) for p in images] == sorted(
+            f"leftImg8bit/{split}/{s.split('_')[0]}/{s}_leftImg8bit.png" for s in stems)
+        assert [str(p) for p in labels] == sorted(
+            f"gtFine/{split}/{s.split('_')[0]}/{s}_gtFine_labelIds.png" for s in stems)
+        for i, stem in enumerate(stems):
+            city = stem.split("_")[0]
+            img = Image.open(root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png")
+            lbl = Image.open(root / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png")
+            assert img.mode == "RGB" and lbl.mode == "L" and img.size == lbl.size == (SIZE[1], SIZE[0])
+            want_img, want_lbl = scenes.render_scene("target", 2, i, SIZE, split)
+            np.testing.assert_array_equal(np.asarray(img), want_img)
+            np.testing.assert_array_equal(np.asarray(lbl), want_lbl)
+    assert sorted(p.name for p in root.iterdir()) == ["gtFine", "leftImg8bit", "scenes.json"]
+
+
+def test_image_i_does_not_depend_on_the_count(tmp_path):
+    a = scenes.write_source(tmp_path / "a", num_images=2, size=SIZE, seed=9)
+    b = scenes.write_source(tmp_path / "b", num_images=4, size=SIZE, seed=9)
+    for name in ("00001.png", "00002.png"):
+        np.testing.assert_array_equal(_read(a / "images" / name), _read(b / "images" / name))
+        np.testing.assert_array_equal(_read(a / "labels" / name), _read(b / "labels" / name))
+
+
+def test_writes_are_idempotent(tmp_path):
+    root = scenes.write_target(tmp_path / "cs", num_train=2, num_val=1, size=SIZE, seed=0)
+    before = _mtimes(root)
+    assert scenes.write_target(str(tmp_path / "cs"), num_train=2, num_val=1, size=SIZE, seed=0) == root
+    assert _mtimes(root) == before
+    src = scenes.write_source(tmp_path / "gta", num_images=2, size=SIZE, seed=0, jitter=0.2)
+    before = _mtimes(src)
+    scenes.write_source(tmp_path / "gta", num_images=2, size=SIZE, seed=0, jitter=0.2)
+    assert _mtimes(src) == before
+
+
+def test_foreign_or_different_roots_are_refused(tmp_path):
+    root = scenes.write_source(tmp_path / "gta", num_images=2, size=SIZE, seed=0)
+    with pytest.raises(UdasError, match="num_images.*choose another root or delete it") as err:
+        scenes.write_source(root, num_images=3, size=SIZE, seed=0)
+    assert str(root) in str(err.value)
+    with pytest.raises(UdasError, match="jitter"):
+        scenes.write_source(root, num_images=2, size=SIZE, seed=0, jitter=0.5)
+    with pytest.raises(UdasError, match="domain"):
+        scenes.write_target(root, num_train=2, num_val=0, size=SIZE, seed=0)
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    with pytest.raises(UdasError, match="no scenes.json.*choose another root or delete it"):
+        scenes.write_target(foreign, num_train=1, num_val=1, size=SIZE, seed=0)
+    assert (foreign / "notes.txt").read_text() == "keep me"
+    empty = tmp_path / "empty"
+    empty.mkdir()  # an empty directory is taken over
+    assert (scenes.write_target(empty, num_train=1, num_val=0, size=SIZE, seed=0) / "scenes.json").is_file()
+    with pytest.raises(UdasError, match="num_images"):
+        scenes.write_source(tmp_path / "bad", num_images=-1, size=SIZE, seed=0)
+
+
+def test_leftover_temp_dir_of_a_killed_run_is_cleaned(tmp_path):
+    stale = tmp_path / ".gta.partial-999999999"
+    (stale / "images").mkdir(parents=True)
+    (stale / "images" / "00001.png").write_bytes(b"half written")
+    root = scenes.write_source(tmp_path / "gta", num_images=1, size=SIZE, seed=0)
+    assert not stale.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gta"]
+    assert (root / "images" / "00001.png").is_file()
+
+
+def _class_means(domain, n, size):
+    sums = np.zeros((NUM_CLASSES, 3))
+    counts = np.zeros(NUM_CLASSES)
+    for i in range(n):
+        img, lbl = scenes.render_scene(domain, 0, i, size)
+        tid = label_ids_to_train_ids(lbl).ravel()
+        keep = tid < NUM_CLASSES
+        np.add.at(sums, tid[keep], img.reshape(-1, 3)[keep].astype(np.float64))
+        counts += np.bincount(tid[keep], minlength=NUM_CLASSES)
+    return sums / np.maximum(counts, 1)[:, None], counts
+
+
+def test_domains_differ_in_colour_per_class():
+    src, src_counts = _class_means("source", 10, (48, 96))
+    tgt, tgt_counts = _class_means("target", 10, (48, 96))
+    for name, tid in (("road", 0), ("vegetation", 8), ("sky", 10), ("car", 13)):
+        assert src_counts[tid] > 0 and tgt_counts[tid] > 0, name
+        assert np.linalg.norm(src[tid] - tgt[tid]) > 40, (name, src[tid], tgt[tid])
+
+
+@pytest.mark.parametrize("domain", ["source", "target"])
+def test_every_class_appears(domain):
+    seen = np.zeros(NUM_CLASSES, bool)
+    for i in range(150):
+        _, lbl = scenes.render_scene(domain, 0, i, (32, 64))
+        tid = label_ids_to_train_ids(lbl)
+        seen[np.unique(tid[tid < NUM_CLASSES])] = True
+        if seen.all():
+            break
+    assert seen.all(), [n for n, s in zip(scenes.CLASS_NAMES, seen) if not s]

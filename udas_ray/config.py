@@ -1,0 +1,367 @@
+"""Configuration: YAML files in ``conf/`` plus dotted ``key=value`` overrides -> one frozen tree.
+
+    cfg = load_config("conf/default.yaml", ["loss.lambda_adv=0.01", "data.image_size=[64,128]"])
+
+Values on the command line are parsed as YAML, so ``[64,128]``, ``null``, ``true`` and ``1e-3``
+mean what they look like. Everything is checked before any work starts: an unknown key fails
+with a did-you-mean, a wrong type or a value out of range fails naming the key. The schema
+below is the single list of keys; pydantic (already a Ray dependency) does the type and range
+checks so that every key's rule is one line next to its default.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from udas_ray.errors import UdasError
+
+DATA_FORMATS = ("gta5", "cityscapes", "synthia", "scenes")
+Size = tuple[int, int]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+
+# ----------------------------------------------------------------------------------- data
+class SourceData(Section):
+    format: Literal["gta5", "synthia", "scenes", "cityscapes"] = "scenes"
+    root: str = "data/scenes/source"
+    # [H, W] the source is resized to; null = data.image_size (the paper: 720x1280 vs 512x1024).
+    image_size: Optional[Size] = None
+
+
+class TargetData(Section):
+    format: Literal["cityscapes", "scenes"] = "scenes"
+    root: str = "data/scenes/target"
+    labeled: int = Field(0, ge=0)  # labeled target-train images; 0 = pure UDA
+
+
+class ScenesData(Section):
+    """Size of the embedded benchmark (format ``scenes``); generated on first use."""
+
+    num_source: int = Field(1500, ge=1)
+    num_target_train: int = Field(600, ge=1)
+    num_target_val: int = Field(200, ge=1)
+    source_size: Size = (108, 192)
+    target_size: Size = (96, 192)
+    seed: int = 0
+
+
+class Data(Section):
+    source: SourceData = SourceData()
+    target: TargetData = TargetData()
+    image_size: Size = (96, 192)
+    scenes: ScenesData = ScenesData()
+    # Checking every file before training: "header" reads sizes and modes, "full" decodes all.
+    verify: Literal["header", "full"] = "full"
+    # Evaluate on at most this many target-val images (null = all).
+    val_limit: Optional[int] = Field(None, ge=1)
+    protocol: Literal["cityscapes19", "synthia16", "synthia13"] = "cityscapes19"
+
+    @field_validator("image_size")
+    @classmethod
+    def _positive_size(cls, v):
+        if min(v) < 32:
+            raise ValueError("both sides must be at least 32 pixels")
+        return v
+
+
+# ---------------------------------------------------------------------------------- model
+class ModelCfg(Section):
+    name: str = "deeplabv2_tiny"
+    pretrained: Optional[str] = None  # a local torchvision-format ResNet state dict
+    freeze_bn: bool = False
+    options: dict[str, Any] = {}  # architecture options of model.name (e.g. widths of deeplabv2_tiny)
+    discriminator_ndf: int = Field(16, ge=1)
+
+
+# ---------------------------------------------------------------------------------- train
+class Train(Section):
+    steps: int = Field(300, ge=1)
+    batch_size: int = Field(8, ge=1)  # per worker, per stream
+    lr: float = Field(2.5e-3, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    poly_power: float = Field(0.9, ge=0)
+    lr_discriminator: float = Field(1e-4, gt=0)
+    eval_every: int = Field(100, ge=1)  # steps between target-val evaluations
+    checkpoint_every: int = Field(100, ge=1)  # steps between checkpoints
+    log_every: int = Field(25, ge=1)  # steps between progress lines / step metrics
+
+
+# ----------------------------------------------------------------------------------- loss
+class Loss(Section):
+    lambda_adv: float = Field(0.001, ge=0)
+    lambda_cm: float = Field(1.0, ge=0)
+    temperature: float = Field(1.0, gt=0)  # softmax temperature of the discriminator's input
+    # Target pixels whose max softmax is below this do not enter the adversarial term (0 = off).
+    confidence: float = Field(0.0, ge=0, le=1)
+
+
+# -------------------------------------------------------------------------------- augment
+class Jitter(Section):
+    brightness: float = Field(0.25, ge=0, le=1)
+    contrast: float = Field(0.25, ge=0, le=1)
+    saturation: float = Field(0.25, ge=0, le=1)
+    hue: float = Field(0.03, ge=0, le=0.5)
+
+
+class CutMix(Section):
+    # The mixing ratio lambda ~ Beta(alpha, alpha); the pasted box covers 1 - lambda of the image.
+    alpha: float = Field(1.0, gt=0)
+
+
+class Augment(Section):
+    jitter: Jitter = Jitter()
+    cutmix: CutMix = CutMix()
+    flip: bool = True  # random horizontal flips of training images
+
+
+# --------------------------------------------------------------------------------- pseudo
+class Pseudo(Section):
+    threshold: float = Field(0.9, ge=0, le=1)
+    k: int = Field(3, ge=1)  # augmented views per image
+    temperature: float = Field(1.0, gt=0)
+    # global: one threshold for all classes; class_balanced: each class keeps its most confident
+    # class_fraction of pixels (never a stricter bar than pseudo.threshold).
+    selection: Literal["global", "class_balanced"] = "global"
+    class_fraction: float = Field(0.5, gt=0, le=1)
+    flip: bool = True  # use horizontal flips among the views (inverted before merging)
+    batch_size: int = Field(16, ge=1)
+    actors: int = Field(1, ge=1)
+    cpus_per_actor: float = Field(1.0, gt=0)
+
+
+# --------------------------------------------------------------------------- self-training
+class SelfTraining(Section):
+    rounds: int = Field(2, ge=0)
+    init: Literal["teacher", "fresh"] = "teacher"
+    steps: Optional[int] = Field(None, ge=1)  # student steps per round (null = train.steps)
+
+
+# -------------------------------------------------------------------------------- scaling
+class Scaling(Section):
+    num_workers: int = Field(1, ge=0)  # 0 = run the training loop in the driver process
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1.0, gt=0)
+    max_failures: int = Field(1, ge=0)
+    data_workers: int = Field(1, ge=1)  # Ray Data actors building training batches
+    data_cpus: float = Field(0.5, gt=0)  # CPUs reserved per Ray Data actor
+    ray_num_cpus: Optional[int] = Field(None, ge=1)  # logical CPUs of a local Ray (null = cores)
+
+
+# --------------------------------------------------------------------------------- mlflow
+class Mlflow(Section):
+    tracking_uri: Optional[str] = None  # null = sqlite:///<run.dir>/mlflow.db
+    experiment: str = "udas-ray"
+    log_images_every: Optional[int] = Field(None, ge=1)  # null = only at the end
+
+
+# ------------------------------------------------------------------------------------ run
+class Run(Section):
+    dir: str = "runs/default"
+    seed: int = 0
+    baselines: bool = True  # also train the source-only and oracle models
+    fresh: bool = False  # start over in a run.dir written by a different config
+
+
+class Config(Section):
+    run: Run = Run()
+    data: Data = Data()
+    model: ModelCfg = ModelCfg()
+    train: Train = Train()
+    loss: Loss = Loss()
+    augment: Augment = Augment()
+    pseudo: Pseudo = Pseudo()
+    self_training: SelfTraining = SelfTraining()
+    scaling: Scaling = Scaling()
+    mlflow: Mlflow = Mlflow()
+
+    @model_validator(mode="after")
+    def _cross_checks(self):
+        from udas_ray.models import MODEL_NAMES
+
+        if self.model.name not in MODEL_NAMES:
+            raise ValueError(f"model.name: unknown model {self.model.name!r}; choose one of {', '.join(MODEL_NAMES)}")
+        return self
+
+    # ---- convenience -------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def flat(self) -> dict[str, Any]:
+        """``{"loss.lambda_adv": 0.001, ...}``: for MLflow params and config diffs."""
+        return flatten(self.to_dict())
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def override(self, overrides: dict[str, Any] | None = None, **dotted: Any) -> "Config":
+        """A copy with some dotted keys changed (validated like the command line)."""
+        merged = dict(overrides or {})
+        merged.update({k.replace("__", "."): v for k, v in dotted.items()})
+        tree = self.to_dict()
+        for key, value in merged.items():
+            _set_dotted(tree, key, value, origin="override")
+        return validate(tree, origin="override")
+
+    @property
+    def tracking_uri(self) -> str:
+        if self.mlflow.tracking_uri:
+            return self.mlflow.tracking_uri
+        return "sqlite:///" + str(Path(self.run.dir).resolve() / "mlflow.db")
+
+    @property
+    def source_size(self) -> Size:
+        return tuple(self.data.source.image_size or self.data.image_size)
+
+
+# ------------------------------------------------------------------------------- loading
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, path + "."))
+        else:
+            out[path] = value
+    return out
+
+
+def all_keys(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
+    """Every dotted key of the schema (leaves and sections)."""
+    keys = []
+    for name, field in model.model_fields.items():
+        path = prefix + name
+        keys.append(path)
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            keys.extend(all_keys(ann, path + "."))
+    return keys
+
+
+def _section_model(path: list[str]) -> type[BaseModel] | None:
+    model: type[BaseModel] = Config
+    for part in path:
+        field = model.model_fields.get(part)
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return None
+        model = field.annotation
+    return model
+
+
+def _unknown_key(key: str, origin: str) -> UdasError:
+    guesses = difflib.get_close_matches(key, all_keys(), n=1, cutoff=0.6)
+    hint = f"; did you mean {guesses[0]!r}?" if guesses else "; see conf/default.yaml for the valid keys"
+    return UdasError(f"{origin}: unknown config key {key!r}{hint}")
+
+
+def _check_keys(tree: dict, origin: str, prefix: list[str] | None = None) -> None:
+    prefix = prefix or []
+    model = _section_model(prefix)
+    if model is None:
+        return
+    for key, value in tree.items():
+        path = prefix + [str(key)]
+        if str(key) not in model.model_fields:
+            raise _unknown_key(".".join(path), origin)
+        if isinstance(value, dict) and _section_model(path) is not None:
+            _check_keys(value, origin, path)
+
+
+def _set_dotted(tree: dict, key: str, value: Any, origin: str) -> None:
+    parts = key.split(".")
+    node = tree
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            if _section_model(parts[: i + 1]) is None:
+                raise _unknown_key(key, origin)
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise UdasError(f"{origin}: {'.'.join(parts[: i + 1])} is a value, not a section; cannot set {key!r}")
+        node = child
+    node[parts[-1]] = value
+
+
+def validate(tree: dict, origin: str = "config") -> Config:
+    """Check a nested dict against the schema; raise UdasError naming the first bad key."""
+    if not isinstance(tree, dict):
+        raise UdasError(f"{origin}: the config must be a mapping of sections, got {type(tree).__name__}")
+    _check_keys(tree, origin)
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"] if not str(p).isdigit())
+        msg = err["msg"].removeprefix("Value error, ")
+        if not loc:  # model-level validator: the message names its own key
+            raise UdasError(f"{origin}: {msg}") from None
+        got = err.get("input")
+        got_text = "" if isinstance(got, dict) else f" (got {got!r})"
+        raise UdasError(f"{origin}: {loc}: {msg}{got_text}") from None
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise UdasError(f"command line: expected key=value, got {text!r}")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise UdasError(f"command line: empty key in {text!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw  # not YAML: take it as a plain string
+    return key, value
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise UdasError(f"{path}: config file not found")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise UdasError(f"{path}: not valid YAML{where}") from None
+    if not isinstance(tree, dict):
+        raise UdasError(f"{path}: the config must be a mapping of sections")
+    return tree
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read a YAML file (or the schema's defaults), apply ``key=value`` overrides, validate."""
+    tree = read_yaml(path) if path else {}
+    origin = str(path) if path else "config"
+    _check_keys(tree, origin)
+    tree = copy.deepcopy(tree)
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_dotted(tree, key, value, origin="command line")
+        origin = f"{path or 'config'} + command line"
+    return validate(tree, origin)
+
+
+def diff(a: Config, b: Config, ignore: tuple[str, ...] = ()) -> dict[str, tuple[Any, Any]]:
+    """Keys whose values differ: ``{key: (a_value, b_value)}``."""
+    fa, fb = a.flat(), b.flat()
+    keys = sorted(set(fa) | set(fb))
+    return {
+        k: (fa.get(k), fb.get(k))
+        for k in keys
+        if fa.get(k) != fb.get(k) and not any(k == p or k.startswith(p + ".") for p in ignore)
+    }

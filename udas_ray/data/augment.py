@@ -1,0 +1,95 @@
+"""Augmentations: pure numpy functions on uint8 images (H, W, 3) and trainId labels (H, W).
+
+Nothing here knows about Ray or torch, so the same code runs inside Ray Data tasks, in the
+plain-PyTorch benchmark loop and in tests. Photometric operations take only images: labels
+cannot be touched by them by construction. Geometric ones take both.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# RGB -> YIQ, the colour space in which a hue shift is a rotation of the (I, Q) plane.
+_RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], dtype=np.float32)
+_YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ).astype(np.float32)
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+# ------------------------------------------------------------------------------ CutMix
+def cutmix_box(height: int, width: int, lam: float, rng: np.random.Generator) -> tuple[int, int, int, int]:
+    """A box (y0, y1, x0, x1) covering a share ``1 - lam`` of the image, entirely inside it.
+
+    The box keeps the image's aspect ratio: sides ``H * sqrt(1 - lam)`` and ``W * sqrt(1 - lam)``.
+    """
+    if not 0.0 <= lam <= 1.0:
+        raise ValueError(f"lam must be in [0, 1], got {lam}")
+    ratio = np.sqrt(1.0 - lam)
+    box_h, box_w = int(round(height * ratio)), int(round(width * ratio))
+    y0 = int(rng.integers(0, height - box_h + 1))
+    x0 = int(rng.integers(0, width - box_w + 1))
+    return y0, y0 + box_h, x0, x0 + box_w
+
+
+def cutmix(
+    image_a: np.ndarray,
+    label_a: np.ndarray,
+    image_b: np.ndarray,
+    label_b: np.ndarray,
+    box: tuple[int, int, int, int],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Paste the box of (image_b, label_b) into (image_a, label_a), with one and the same mask."""
+    if image_a.shape != image_b.shape or label_a.shape != label_b.shape:
+        raise ValueError(f"CutMix needs equal sizes, got {image_a.shape} and {image_b.shape}")
+    y0, y1, x0, x1 = box
+    image, label = image_a.copy(), label_a.copy()
+    image[y0:y1, x0:x1] = image_b[y0:y1, x0:x1]
+    label[y0:y1, x0:x1] = label_b[y0:y1, x0:x1]
+    return image, label
+
+
+def sample_cutmix_lambda(rng: np.random.Generator, alpha: float) -> float:
+    """lambda ~ Beta(alpha, alpha), the share of image A that stays (CutMix, Yun et al. 2019)."""
+    return float(rng.beta(alpha, alpha))
+
+
+# ------------------------------------------------------------------------- photometric
+def color_jitter(
+    image: np.ndarray,
+    rng: np.random.Generator,
+    brightness: float = 0.0,
+    contrast: float = 0.0,
+    saturation: float = 0.0,
+    hue: float = 0.0,
+) -> np.ndarray:
+    """Random brightness, contrast, saturation (factors in [1 - s, 1 + s]) and hue shift
+    (a fraction of a full turn in [-hue, hue]), applied in a random order like torchvision's."""
+    x = image.astype(np.float32)
+    ops = rng.permutation(4)
+    for op in ops:
+        if op == 0 and brightness > 0:
+            x = x * rng.uniform(1 - brightness, 1 + brightness)
+        elif op == 1 and contrast > 0:
+            mean = float((x @ _LUMA).mean())
+            x = (x - mean) * rng.uniform(1 - contrast, 1 + contrast) + mean
+        elif op == 2 and saturation > 0:
+            grey = (x @ _LUMA)[..., None]
+            x = (x - grey) * rng.uniform(1 - saturation, 1 + saturation) + grey
+        elif op == 3 and hue > 0:
+            x = shift_hue(x, rng.uniform(-hue, hue))
+    return np.clip(x, 0, 255).round().astype(np.uint8)
+
+
+def shift_hue(image: np.ndarray, turns: float) -> np.ndarray:
+    """Rotate hue by ``turns`` of a full circle (float in, float out), keeping luma."""
+    angle = 2 * np.pi * turns
+    c, s = np.cos(angle), np.sin(angle)
+    rot = np.array([[1, 0, 0], [0, c, -s], [0, s, c]], dtype=np.float32)
+    return image.astype(np.float32) @ (_YIQ_TO_RGB @ rot @ _RGB_TO_YIQ).T
+
+
+# ---------------------------------------------------------------------------- geometric
+def hflip(image: np.ndarray, label: np.ndarray | None = None):
+    """Mirror left-right; the label (if given) with the image."""
+    if label is None:
+        return image[:, ::-1].copy()
+    return image[:, ::-1].copy(), label[:, ::-1].copy()

@@ -1,0 +1,127 @@
+"""Training examples, built on the fly from file lists: the one place images meet augmentation.
+
+A segmentation stage draws, for every slot of a batch, from up to three streams:
+
+  sup   a supervised image and its label (source for the teacher and source-only model,
+        labeled target for the oracle, pseudo-labeled target for a student)
+  mix   CutMix of a source image with a *labeled* target image (box from the target pasted into
+        the source, labels mixed with the same mask), then colour jitter
+  adv   an unlabeled target image for the adversarial term
+
+Samples are drawn uniformly with replacement, as in iteration-based UDA training. The same
+:class:`BatchBuilder` runs in Ray Data (``map_batches``) and in a plain in-process loop, and is
+pure numpy: it gets slot ids and returns uint8 arrays.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from udas_ray.data import augment, images
+from udas_ray.data.readers import Split
+
+# (image path, label path or None, label kind)
+Item = tuple[str, "str | None", str]
+
+
+def items(split: Split) -> list[Item]:
+    return [(s.image, s.label, split.label_kind) for s in split.samples]
+
+
+@dataclass(frozen=True)
+class Streams:
+    sup: list[Item]
+    sup_size: tuple[int, int]
+    target_size: tuple[int, int]
+    mix_source: list[Item] = field(default_factory=list)
+    mix_target: list[Item] = field(default_factory=list)
+    adv: list[Item] = field(default_factory=list)
+
+    @property
+    def has_mix(self) -> bool:
+        return bool(self.mix_source) and bool(self.mix_target)
+
+    @property
+    def has_adv(self) -> bool:
+        return bool(self.adv)
+
+
+@dataclass(frozen=True)
+class AugmentParams:
+    flip: bool = True
+    brightness: float = 0.0
+    contrast: float = 0.0
+    saturation: float = 0.0
+    hue: float = 0.0
+    cutmix_alpha: float = 1.0
+    jitter_sup: bool = False  # jitter the supervised stream too (the mix stream always is)
+
+    @classmethod
+    def from_config(cls, cfg, jitter_sup: bool = False) -> "AugmentParams":
+        j = cfg.augment.jitter
+        return cls(cfg.augment.flip, j.brightness, j.contrast, j.saturation, j.hue, cfg.augment.cutmix.alpha, jitter_sup)
+
+
+def load_item(item: Item, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
+    image_path, label_path, kind = item
+    image = images.resize_image(images.read_image(image_path), size)
+    if label_path is None:
+        return image, None
+    return image, images.resize_label(images.read_label(label_path, kind), size)
+
+
+class BatchBuilder:
+    """Slot ids in, a training batch out: ``{"sup_image", "sup_label"[, "mix_image",
+    "mix_label"][, "adv_image"]}`` as uint8 arrays of shape (N, H, W, 3) / (N, H, W).
+
+    ``seed=None`` draws fresh randomness in every process (what Ray Data workers do);
+    with a seed, slot ``i`` always gives the same example (tests, the plain loop)."""
+
+    def __init__(self, streams: Streams, params: AugmentParams, seed: int | None = None):
+        self.streams = streams
+        self.params = params
+        self.seed = seed
+        self._entropy = None if seed is not None else (os.getpid(), time.time_ns())
+
+    def _rng(self, slot: int) -> np.random.Generator:
+        if self.seed is not None:
+            return np.random.default_rng([self.seed, int(slot)])
+        return np.random.default_rng([*self._entropy, int(slot)])
+
+    def _jitter(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        p = self.params
+        return augment.color_jitter(image, rng, p.brightness, p.contrast, p.saturation, p.hue)
+
+    def _flip(self, rng, image, label=None):
+        if self.params.flip and rng.random() < 0.5:
+            return augment.hflip(image, label) if label is not None else (augment.hflip(image), None)
+        return image, label
+
+    def example(self, slot: int) -> dict[str, np.ndarray]:
+        s, rng = self.streams, self._rng(slot)
+        out = {}
+        image, label = load_item(s.sup[rng.integers(len(s.sup))], s.sup_size)
+        image, label = self._flip(rng, image, label)
+        if self.params.jitter_sup:
+            image = self._jitter(image, rng)
+        out["sup_image"], out["sup_label"] = image, label
+        if s.has_mix:
+            src_image, src_label = load_item(s.mix_source[rng.integers(len(s.mix_source))], s.target_size)
+            tgt_image, tgt_label = load_item(s.mix_target[rng.integers(len(s.mix_target))], s.target_size)
+            lam = augment.sample_cutmix_lambda(rng, self.params.cutmix_alpha)
+            box = augment.cutmix_box(*s.target_size, lam, rng)
+            image, label = augment.cutmix(src_image, src_label, tgt_image, tgt_label, box)
+            image, label = self._flip(rng, image, label)
+            out["mix_image"], out["mix_label"] = self._jitter(image, rng), label
+        if s.has_adv:
+            image, _ = load_item(s.adv[rng.integers(len(s.adv))], s.target_size)
+            out["adv_image"], _ = self._flip(rng, image)
+        return out
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        examples = [self.example(slot) for slot in batch["id"]]
+        return {key: np.stack([e[key] for e in examples]) for key in examples[0]}

@@ -1,0 +1,150 @@
+"""Dataset readers: a folder in a known layout -> a :class:`Split` (a list of file pairs).
+
+Readers only list and pair files; they never decode pixels (see ``images.py``) and never touch
+Ray (see ``datasets.py``), so a bad folder fails at once, before any cluster work. A new
+dataset is one function registered in ``READERS`` under its ``data.*.format`` name.
+
+Layouts:
+  gta5        ROOT/images/NNNNN.png + ROOT/labels/NNNNN.png            (labelIds; one split)
+  cityscapes  ROOT/leftImg8bit/SPLIT/CITY/*_leftImg8bit.png
+              + ROOT/gtFine/SPLIT/CITY/*_gtFine_labelIds.png            (labelIds)
+  synthia     ROOT/RGB/*.png + ROOT/GT/LABELS/*.png                    (16-bit SYNTHIA ids; one split)
+  scenes      the embedded generator: source in the gta5 layout, target in the cityscapes one
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from udas_ray.errors import UdasError
+
+CITYSCAPES_IMAGE_SUFFIX = "_leftImg8bit.png"
+CITYSCAPES_LABEL_SUFFIX = "_gtFine_labelIds.png"
+
+
+@dataclass(frozen=True)
+class Sample:
+    image: str  # absolute path
+    label: Optional[str]  # absolute path, or None for an unlabeled image
+    name: str  # file name of the image, used when exporting predictions
+
+
+@dataclass(frozen=True)
+class Split:
+    """The files of one split of one dataset, in a fixed (sorted) order."""
+
+    format: str
+    root: str
+    split: str
+    samples: tuple[Sample, ...]
+    label_kind: str = "labelids"
+    skipped: int = 0  # files left out because their partner is missing
+    notes: tuple[str, ...] = field(default=())
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def has_labels(self) -> bool:
+        return bool(self.samples) and all(s.label is not None for s in self.samples)
+
+    def subset(self, indices, split: str | None = None) -> "Split":
+        return replace(self, samples=tuple(self.samples[i] for i in indices), split=split or self.split)
+
+    def without_labels(self) -> "Split":
+        return replace(self, samples=tuple(replace(s, label=None) for s in self.samples))
+
+    def describe(self) -> str:
+        extra = f", skipped {self.skipped} unpaired files" if self.skipped else ""
+        return f"{self.format} {self.split} at {self.root}: {len(self)} images{extra}"
+
+
+def _require_dir(path: Path, what: str, hint: str) -> None:
+    if not path.is_dir():
+        raise UdasError(f"{path}: {what} not found; {hint}")
+
+
+def _nonempty(split: Split) -> Split:
+    if not split.samples:
+        raise UdasError(f"{split.root}: the {split.format} {split.split} split holds no images")
+    return split
+
+
+def read_gta5(root: str | Path, split: str = "all") -> Split:
+    root = Path(root).resolve()
+    _require_dir(root, "GTA5 root", "expected ROOT/images/*.png and ROOT/labels/*.png")
+    _require_dir(root / "images", "GTA5 images folder", "expected ROOT/images/*.png")
+    _require_dir(root / "labels", "GTA5 labels folder", "expected ROOT/labels/*.png")
+    images = {p.name: p for p in (root / "images").glob("*.png")}
+    labels = {p.name: p for p in (root / "labels").glob("*.png")}
+    paired = sorted(set(images) & set(labels))
+    skipped = len(images) + len(labels) - 2 * len(paired)
+    samples = tuple(Sample(str(images[n]), str(labels[n]), n) for n in paired)
+    return _nonempty(Split("gta5", str(root), split, samples, "labelids", skipped))
+
+
+def read_synthia(root: str | Path, split: str = "all") -> Split:
+    root = Path(root).resolve()
+    _require_dir(root / "RGB", "SYNTHIA RGB folder", "expected ROOT/RGB/*.png and ROOT/GT/LABELS/*.png")
+    _require_dir(root / "GT" / "LABELS", "SYNTHIA label folder", "expected ROOT/GT/LABELS/*.png")
+    images = {p.name: p for p in (root / "RGB").glob("*.png")}
+    labels = {p.name: p for p in (root / "GT" / "LABELS").glob("*.png")}
+    paired = sorted(set(images) & set(labels))
+    skipped = len(images) + len(labels) - 2 * len(paired)
+    samples = tuple(Sample(str(images[n]), str(labels[n]), n) for n in paired)
+    return _nonempty(Split("synthia", str(root), split, samples, "synthia", skipped))
+
+
+def read_cityscapes(root: str | Path, split: str = "train") -> Split:
+    """Pairs every leftImg8bit image with its gtFine labelIds file.
+
+    A split with no gtFine folder at all is read as unlabeled; a split whose gtFine folder
+    exists but lacks one image's label is an error (a broken download, not a choice).
+    """
+    root = Path(root).resolve()
+    image_dir = root / "leftImg8bit" / split
+    _require_dir(image_dir, f"Cityscapes {split} images", f"expected ROOT/leftImg8bit/{split}/CITY/*{CITYSCAPES_IMAGE_SUFFIX}")
+    label_dir = root / "gtFine" / split
+    labeled = label_dir.is_dir()
+    samples = []
+    for image in sorted(image_dir.glob(f"*/*{CITYSCAPES_IMAGE_SUFFIX}")):
+        label = None
+        if labeled:
+            stem = image.name[: -len(CITYSCAPES_IMAGE_SUFFIX)]
+            label_path = label_dir / image.parent.name / f"{stem}{CITYSCAPES_LABEL_SUFFIX}"
+            if not label_path.is_file():
+                raise UdasError(
+                    f"{image}: no label at {label_path}; restore the gtFine file or remove the image"
+                )
+            label = str(label_path)
+        samples.append(Sample(str(image), label, image.name))
+    return _nonempty(Split("cityscapes", str(root), split, tuple(samples), "labelids"))
+
+
+READERS: dict[str, Callable[..., Split]] = {
+    "gta5": read_gta5,
+    "synthia": read_synthia,
+    "cityscapes": read_cityscapes,
+}
+
+
+def read_split(fmt: str, root: str | Path, split: str) -> Split:
+    if fmt not in READERS:
+        raise UdasError(f"unknown dataset format {fmt!r}; choose one of {', '.join(sorted(READERS))} or scenes")
+    return READERS[fmt](root, split)
+
+
+def choose_labeled(split: Split, count: int, seed: int, key: str = "data.target.labeled") -> tuple[Split, Split]:
+    """Pick ``count`` labeled images reproducibly from ``seed``; returns (labeled, the rest)."""
+    if count > len(split):
+        raise UdasError(f"{key}={count} but {split.root} {split.split} holds only {len(split)} images; lower it")
+    if count and not split.has_labels:
+        raise UdasError(f"{key}={count} but {split.root} has no labels for {split.split}; set it to 0")
+    order = np.random.default_rng(seed).permutation(len(split))
+    chosen = sorted(order[:count].tolist())
+    rest = sorted(order[count:].tolist())
+    return split.subset(chosen, split.split + "-labeled"), split.subset(rest)

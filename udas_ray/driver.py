@@ -1,0 +1,243 @@
+"""The self-training driver: runs the stages in order, keeps a manifest, resumes.
+
+    [source_only]  teacher  (pseudo_1 -> round_1)  ...  (pseudo_R -> round_R)  [oracle]
+
+Each student starts from the model before it (``self_training.init=teacher``) or from scratch
+and becomes the next round's teacher. ``RUN_DIR/manifest.json`` records every stage's status,
+model file, metrics and MLflow run; running the job again with the same ``run.dir`` skips
+finished stages, reuses their models and pseudo-labels, and lets Ray Train resume a
+half-trained stage from its last checkpoint. One MLflow parent run per job, one nested run
+per stage, both continued on resume.
+
+:class:`Pipeline` is plain Python; :data:`DriverActor` is the same class as a Ray actor.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from udas_ray import summary as summary_mod
+from udas_ray import tracking
+from udas_ray.config import Config, diff, read_yaml, validate
+from udas_ray.data.splits import Splits
+from udas_ray.errors import UdasError
+from udas_ray.metrics import flat_metrics
+from udas_ray.stages import pseudo, segment
+
+log = logging.getLogger("udas_ray")
+
+MANIFEST_FILE = "manifest.json"
+CONFIG_FILE = "config.yaml"
+# Keys that may change between a run and its resumption: how, not what, is computed.
+RESUMABLE_KEYS = ("run.fresh", "scaling", "data.verify", "mlflow.log_images_every", "pseudo.actors", "pseudo.cpus_per_actor", "pseudo.batch_size")
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    name: str
+    kind: str  # a segment kind, or "pseudo"
+    row: bool  # a row of the summary table
+    round: int = 0
+
+
+def plan(cfg: Config) -> list[StagePlan]:
+    stages = []
+    if cfg.run.baselines:
+        stages.append(StagePlan("source_only", "source_only", True))
+    stages.append(StagePlan("teacher", "teacher", True))
+    for r in range(1, cfg.self_training.rounds + 1):
+        stages.append(StagePlan(f"pseudo_{r}", "pseudo", False, r))
+        stages.append(StagePlan(f"round_{r}", "student", True, r))
+    if cfg.run.baselines:
+        stages.append(StagePlan("oracle", "oracle", True))
+    return stages
+
+
+# ------------------------------------------------------------------------- run folder
+def check_run_dir(cfg: Config) -> None:
+    """Refuse a run.dir written by a different config (naming the keys), unless run.fresh."""
+    run_dir = Path(cfg.run.dir)
+    saved = run_dir / CONFIG_FILE
+    if not saved.is_file():
+        return
+    try:
+        before = validate(read_yaml(saved), str(saved))
+    except UdasError:
+        before = None
+    changes = diff(before, cfg, ignore=RESUMABLE_KEYS) if before is not None else {"(unreadable config)": (None, None)}
+    if changes and not cfg.run.fresh:
+        shown = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(changes.items())[:5])
+        more = f" and {len(changes) - 5} more" if len(changes) > 5 else ""
+        raise UdasError(f"{run_dir} holds a run with a different config ({shown}{more}); "
+                        "choose another run.dir, or pass run.fresh=true to start over there")
+
+
+def reset_run_dir(run_dir: Path) -> None:
+    """run.fresh: forget the stages of an earlier run (its MLflow history stays)."""
+    for name in ("stages", "pseudo", "ray", MANIFEST_FILE, CONFIG_FILE, summary_mod.SUMMARY_FILE):
+        path = run_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+class Manifest:
+    """``manifest.json``: ``{"parent_run_id": ..., "stages": {name: {...}}}``, written atomically."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.data = json.loads(path.read_text()) if path.is_file() else {"parent_run_id": None, "stages": {}}
+
+    def stage(self, name: str) -> dict:
+        return self.data["stages"].setdefault(name, {"status": "pending"})
+
+    def done(self, name: str) -> bool:
+        return self.data["stages"].get(name, {}).get("status") == "done"
+
+    def update(self, name: str, **fields) -> None:
+        self.stage(name).update(fields)
+        self.save()
+
+    def save(self) -> None:
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp.write_text(json.dumps(summary_mod.clean(self.data), indent=1))
+        tmp.replace(self.path)
+
+
+# ---------------------------------------------------------------------------- pipeline
+class Pipeline:
+    def __init__(self, cfg: Config | dict, splits: Splits):
+        self.cfg = cfg if isinstance(cfg, Config) else Config.model_validate(cfg)
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        self.splits = splits
+        self.run_dir = Path(self.cfg.run.dir).resolve()
+        self.uri = self.cfg.tracking_uri
+        try:
+            from udas_ray.cluster import quiet_ray_data
+
+            quiet_ray_data()
+        except ImportError:
+            pass
+
+    def run(self) -> dict:
+        cfg = self.cfg
+        check_run_dir(cfg)
+        if cfg.run.fresh:
+            reset_run_dir(self.run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / CONFIG_FILE).write_text(cfg.to_yaml())
+        manifest = Manifest(self.run_dir / MANIFEST_FILE)
+        parent = self._parent_run(manifest)
+        rows, previous_model = [], None
+        for stage in plan(cfg):
+            if manifest.done(stage.name):
+                log.info("[%s] done before: reusing it", stage.name)
+            else:
+                self._run_stage(stage, manifest, parent, previous_model)
+            entry = manifest.stage(stage.name)
+            if stage.kind in ("teacher", "student"):
+                previous_model = entry["model"]
+            if stage.row:
+                rows.append(summary_mod.stage_row(stage.name, entry["metrics"]))
+        result = summary_mod.build(rows, run_dir=str(self.run_dir), config_fingerprint=cfg.fingerprint())
+        summary_mod.write(self.run_dir, result)
+        logger = tracking.logger_for(self.uri, parent)
+        logger.metrics({f"miou_{r['name']}": r["miou"] for r in rows}, step=0)
+        if result.get("gap_closed") is not None:
+            logger.metrics({"gap_closed": result["gap_closed"]}, step=0)
+        logger.artifact(self.run_dir / summary_mod.SUMMARY_FILE)
+        logger.finish()
+        return result
+
+    # -------------------------------------------------------------------------------
+    def _parent_run(self, manifest: Manifest) -> str | None:
+        try:
+            run_id = manifest.data.get("parent_run_id")
+            if not tracking.run_exists(self.uri, run_id):
+                run_id = tracking.create_run(self.uri, self.cfg.mlflow.experiment, f"udas {self.run_dir.name}",
+                                             tags={"run_dir": str(self.run_dir)})
+                manifest.data["parent_run_id"] = run_id
+                manifest.save()
+                tracking.RunLogger(self.uri, run_id).params(self.cfg.flat())
+            return run_id
+        except Exception as exc:  # tracking must not stop training
+            log.warning("MLflow unavailable at %s (%s): continuing without tracking", self.uri, exc)
+            self.uri = None
+            return None
+
+    def _stage_run(self, name: str, manifest: Manifest, parent: str | None) -> str | None:
+        if not self.uri:
+            return None
+        run_id = manifest.stage(name).get("mlflow_run_id")
+        if not tracking.run_exists(self.uri, run_id):
+            run_id = tracking.create_run(self.uri, self.cfg.mlflow.experiment, name, parent, {"stage": name})
+            manifest.update(name, mlflow_run_id=run_id)
+        return run_id
+
+    def _run_stage(self, stage: StagePlan, manifest: Manifest, parent: str | None, previous_model: str | None):
+        run_id = self._stage_run(stage.name, manifest, parent)
+        manifest.update(stage.name, status="running", kind=stage.kind, started=time.time())
+        log.info("[%s] starting", stage.name)
+        try:
+            if stage.kind == "pseudo":
+                fields = self._pseudo(stage, previous_model, run_id)
+            else:
+                fields = self._segment(stage, previous_model, run_id)
+        except BaseException:
+            manifest.update(stage.name, status="failed")
+            if run_id:
+                tracking.RunLogger(self.uri, run_id).finish("FAILED")
+            raise
+        manifest.update(stage.name, status="done", finished=time.time(), **fields)
+        if run_id:
+            tracking.RunLogger(self.uri, run_id).finish()
+
+    def _segment(self, stage: StagePlan, previous_model: str | None, run_id: str | None) -> dict:
+        cfg = self.cfg
+        out_dir = self.run_dir / "stages" / stage.name
+        pseudo_labels, init, steps = None, None, None
+        if stage.kind == "student":
+            pseudo_labels = pseudo.pseudo_split(self.run_dir / "pseudo" / f"round_{stage.round}", self.splits.target_train)
+            init = previous_model if cfg.self_training.init == "teacher" else None
+            steps = cfg.self_training.steps
+        spec = segment.build_spec(cfg, self.splits, stage.kind, stage.name, out_dir,
+                                  pseudo=pseudo_labels, init=init, steps=steps)
+        from dataclasses import replace
+
+        spec = replace(spec, tracking_uri=self.uri, mlflow_run_id=run_id)
+        metrics = segment.run_on_ray(cfg, spec, storage=self.run_dir / "ray")
+        log.info("[%s] target-val mIoU %.2f  pixel accuracy %.2f", stage.name, metrics["miou"], metrics["pixel_accuracy"])
+        metrics.pop("confusion", None)
+        return {"model": str(out_dir / segment.MODEL_FILE), "metrics": metrics}
+
+    def _pseudo(self, stage: StagePlan, teacher_model: str | None, run_id: str | None) -> dict:
+        final = self.run_dir / "pseudo" / f"round_{stage.round}"
+        stats = pseudo.run_pseudo_labels(self.cfg, self.splits.target_train, teacher_model, final)
+        quality = f", their mIoU {stats['miou']:.2f} accuracy {stats['accuracy']:.2f}" if "miou" in stats else ""
+        log.info("[%s] kept %.1f%% of pixels%s", stage.name, 100 * stats["kept_share"], quality)
+        if run_id:
+            logger = tracking.RunLogger(self.uri, run_id)
+            logger.params({"pseudo." + k: v for k, v in self.cfg.pseudo.model_dump().items()} | {"teacher": teacher_model})
+            values = {"kept_share": 100 * stats["kept_share"]}
+            if "miou" in stats:
+                values.update(flat_metrics({"miou": stats["miou"], "pixel_accuracy": stats["accuracy"],
+                                            "per_class_iou": stats["per_class_iou"]}, "pseudo_"))
+            total = max(sum(stats["class_pixels"].values()), 1)
+            values.update({f"kept_{k.replace(' ', '_')}": 100 * v / total for k, v in stats["class_pixels"].items()})
+            logger.metrics(values, step=stage.round)
+            logger.artifact(final / pseudo.STATS_FILE)
+        return {"labels": str(final), "metrics": stats}
+
+
+def driver_actor():
+    """The pipeline as a Ray actor that holds no CPU (its stages ask for their own)."""
+    import ray
+
+    return ray.remote(num_cpus=0, max_restarts=0)(Pipeline)

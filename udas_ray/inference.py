@@ -1,0 +1,66 @@
+"""Running a segmenter on images: normalisation, batched prediction, split evaluation."""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+
+from udas_ray.data.batches import Item, load_item
+from udas_ray.metrics import confusion_matrix
+
+# ImageNet statistics: what torchvision-format pretrained backbones expect.
+MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1) * 255
+STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1) * 255
+
+
+def to_input(images, device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 (N, H, W, 3) array or tensor -> normalised float (N, 3, H, W) on ``device``."""
+    x = torch.as_tensor(np.asarray(images) if not torch.is_tensor(images) else images)
+    x = x.to(device).permute(0, 3, 1, 2).float()
+    return (x - MEAN.to(device)) / STD.to(device)
+
+
+@torch.no_grad()
+def predict_probs(model, images, temperature: float = 1.0, device="cpu") -> torch.Tensor:
+    """Softmax maps (N, C, H, W) of a batch of uint8 images."""
+    logits = model(to_input(images, device))
+    return torch.softmax(logits / temperature, dim=1)
+
+
+def batched(seq: Sequence, size: int) -> Iterable[Sequence]:
+    for start in range(0, len(seq), size):
+        yield seq[start : start + size]
+
+
+class SplitCache:
+    """Decoded, resized images and labels of a small split, kept in memory between evaluations
+    (up to ``max_bytes``; beyond that they are read from disk each time)."""
+
+    def __init__(self, items: list[Item], size: tuple[int, int], max_bytes: int = 512 << 20):
+        self.items, self.size = items, size
+        per_item = size[0] * size[1] * 4
+        self._cache = {} if per_item * len(items) <= max_bytes else None
+
+    def get(self, index: int):
+        if self._cache is None:
+            return load_item(self.items[index], self.size)
+        if index not in self._cache:
+            self._cache[index] = load_item(self.items[index], self.size)
+        return self._cache[index]
+
+
+@torch.no_grad()
+def split_confusion(model, cache: SplitCache, indices: Sequence[int], batch_size: int = 8, device="cpu") -> np.ndarray:
+    """Confusion matrix of ``model`` over the given images of a split (no augmentation)."""
+    was_training = model.training
+    model.eval()
+    cm = None
+    for chunk in batched(list(indices), batch_size):
+        pairs = [cache.get(i) for i in chunk]
+        pred = predict_probs(model, np.stack([p[0] for p in pairs]), device=device).argmax(1).cpu().numpy()
+        part = confusion_matrix(pred, np.stack([p[1] for p in pairs]))
+        cm = part if cm is None else cm + part
+    model.train(was_training)
+    return cm if cm is not None else confusion_matrix(np.zeros(0), np.zeros(0))

@@ -1,0 +1,222 @@
+"""Pseudo-labels: the teacher labels the unlabeled target set, as Ray Data batch inference.
+
+For every target-train image the teacher predicts K views (the image, its mirror image, then
+colour-jittered copies; a mirrored prediction is mirrored back before merging), softmax with
+temperature, and keeps per pixel the class of the most confident view. Pixels whose merged
+confidence is under the threshold become 255. Thresholds are either ``pseudo.threshold`` for
+every class (``pseudo.selection=global``) or, per class, the confidence above which that
+class keeps its most confident ``pseudo.class_fraction`` of pixels (``class_balanced``, CBST).
+
+Two passes, so that class-balanced thresholds can see the whole set first:
+  1. ``TeacherPredictor`` actors (the model loaded once per actor) write each image's merged
+     class map and confidence into a staging folder and return per-batch confidence histograms;
+  2. :func:`publish` applies the thresholds, writes the label PNGs (Cityscapes labelIds, 255 ->
+     0) with the round's statistics, and renames the folder into place: a half-written round is
+     never read.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from udas_ray import classes
+from udas_ray.classes import IGNORE, NUM_CLASSES
+from udas_ray.data import augment, images
+from udas_ray.data.readers import Sample, Split
+from udas_ray.errors import UdasError
+from udas_ray.metrics import confusion_matrix, scores
+
+log = logging.getLogger("udas_ray")
+BINS = 1000  # confidence histogram resolution
+STATS_FILE = "stats.json"
+
+
+@dataclass(frozen=True)
+class ViewParams:
+    k: int = 3
+    flip: bool = True
+    temperature: float = 1.0
+    brightness: float = 0.2
+    contrast: float = 0.2
+    saturation: float = 0.2
+    hue: float = 0.02
+
+
+def make_views(image: np.ndarray, params: ViewParams, seed: int) -> list[tuple[np.ndarray, bool]]:
+    """K views of an image as (view, mirrored); view 0 is the image itself."""
+    rng = np.random.default_rng(seed)
+    out = [(image, False)]
+    for v in range(1, params.k):
+        mirrored = params.flip and v % 2 == 1
+        view = augment.hflip(image) if mirrored else image
+        if v >= 2 or not params.flip:
+            view = augment.color_jitter(view, rng, params.brightness, params.contrast, params.saturation, params.hue)
+        out.append((view, mirrored))
+    return out
+
+
+@torch.no_grad()
+def merge_views(model, views: list[tuple[np.ndarray, bool]], temperature: float, device="cpu") -> tuple[np.ndarray, np.ndarray]:
+    """(class map uint8, confidence float32) of the per-pixel most confident view."""
+    from udas_ray.inference import predict_probs
+
+    probs = predict_probs(model, np.stack([v for v, _ in views]), temperature, device).cpu()
+    probs = torch.stack([p.flip(-1) if mirrored else p for p, (_, mirrored) in zip(probs, views)])
+    conf, cls = probs.max(dim=1)  # (K, H, W) each
+    best = conf.argmax(dim=0, keepdim=True)
+    return cls.gather(0, best)[0].numpy().astype(np.uint8), conf.gather(0, best)[0].numpy()
+
+
+def confidence_histogram(pred: np.ndarray, conf: np.ndarray) -> np.ndarray:
+    """(C, BINS) pixel counts of confidence per predicted class."""
+    bins = np.minimum((conf * BINS).astype(np.int64), BINS - 1)
+    flat = pred.astype(np.int64) * BINS + bins
+    return np.bincount(flat.ravel(), minlength=NUM_CLASSES * BINS).reshape(NUM_CLASSES, BINS)
+
+
+class TeacherPredictor:
+    """Ray Data callable class: one teacher per actor, K views per image, staging files out."""
+
+    def __init__(self, model_path: str, size: tuple[int, int], params: ViewParams, staging: str, threads: int = 1):
+        from udas_ray.checkpoints import load_model
+
+        torch.set_num_threads(max(1, threads))
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.model = load_model(model_path)[0].to(self.device)
+        self.size, self.params, self.staging = tuple(size), params, Path(staging)
+        (self.staging / "pred").mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, batch: dict) -> dict:
+        hist = np.zeros((NUM_CLASSES, BINS), np.int64)
+        for image_path, name, seed in zip(batch["image"], batch["name"], batch["seed"]):
+            image = images.resize_image(images.read_image(image_path), self.size)
+            pred, conf = merge_views(self.model, make_views(image, self.params, int(seed)),
+                                     self.params.temperature, self.device)
+            stem = Path(str(name)).stem
+            images.write_png(self.staging / "pred" / f"{stem}.png", pred)
+            images.write_png(self.staging / "pred" / f"{stem}.conf.png", np.round(conf * 65535).astype(np.uint16))
+            hist += confidence_histogram(pred, conf)
+        return {"images": np.array([len(batch["name"])]), "hist": hist[None]}
+
+
+def class_thresholds(hist: np.ndarray, selection: str, threshold: float, fraction: float) -> np.ndarray:
+    """Per-class confidence thresholds from the summed (C, BINS) histogram.
+
+    ``global``: ``threshold`` for every class. ``class_balanced``: for class c, the confidence
+    above which c keeps its top ``fraction`` of predicted pixels, capped at ``threshold`` (a
+    class the teacher is sure about is never held to a stricter bar than the global one).
+    """
+    if selection == "global":
+        return np.full(NUM_CLASSES, threshold, np.float64)
+    out = np.full(NUM_CLASSES, threshold, np.float64)
+    for c in range(NUM_CLASSES):
+        counts = hist[c]
+        total = counts.sum()
+        if total == 0:
+            continue
+        above = np.cumsum(counts[::-1])[::-1]  # pixels with confidence >= bin b
+        ok = np.nonzero(above >= fraction * total)[0]
+        b = ok.max() if len(ok) else 0
+        out[c] = min(threshold, b / BINS)
+    return out
+
+
+def apply_thresholds(pred: np.ndarray, conf: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """trainIds where the merged confidence reaches its class's threshold, 255 elsewhere."""
+    label = pred.copy()
+    label[conf < thresholds[pred.astype(np.int64)]] = IGNORE
+    return label
+
+
+def publish(staging: str | Path, final: str | Path, split: Split, thresholds: np.ndarray, size) -> dict:
+    """Threshold every staged prediction, write label PNGs and ``stats.json``, then rename
+    ``staging`` to ``final`` in one step. Returns the round's statistics."""
+    staging, final = Path(staging), Path(final)
+    kept = total = 0
+    class_pixels = np.zeros(NUM_CLASSES, np.int64)
+    cm = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
+    has_truth = split.has_labels
+    for sample in split.samples:
+        stem = Path(sample.name).stem
+        pred = np.asarray(Image.open(staging / "pred" / f"{stem}.png"))
+        conf = np.asarray(Image.open(staging / "pred" / f"{stem}.conf.png")).astype(np.float32) / 65535
+        label = apply_thresholds(pred, conf, thresholds)
+        images.write_png(staging / "labels" / f"{stem}.png", classes.train_ids_to_label_ids(label))
+        kept += int((label != IGNORE).sum())
+        total += label.size
+        class_pixels += np.bincount(label[label != IGNORE].ravel(), minlength=NUM_CLASSES)[:NUM_CLASSES]
+        if has_truth:
+            truth = images.resize_label(images.read_label(sample.label, split.label_kind), tuple(size))
+            cm += confusion_matrix(label[label != IGNORE], truth[label != IGNORE])
+    stats = {
+        "images": len(split),
+        "kept_share": kept / max(total, 1),
+        "thresholds": {classes.CLASS_NAMES[c]: float(t) for c, t in enumerate(thresholds)},
+        "class_pixels": {classes.CLASS_NAMES[c]: int(n) for c, n in enumerate(class_pixels)},
+    }
+    if has_truth:
+        quality = scores(cm)
+        stats.update(miou=quality["miou"], accuracy=quality["pixel_accuracy"], per_class_iou=quality["per_class_iou"])
+    (staging / STATS_FILE).write_text(json.dumps(stats, indent=1))
+    shutil.rmtree(staging / "pred")
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(staging, final)
+    return stats
+
+
+def pseudo_split(final: str | Path, split: Split) -> Split:
+    """The target-train split with each image paired with its published pseudo-label."""
+    final = Path(final)
+    if not (final / STATS_FILE).is_file():
+        raise UdasError(f"{final}: pseudo-labels were not published completely; delete the folder and resume")
+    samples = tuple(Sample(s.image, str(final / "labels" / f"{Path(s.name).stem}.png"), s.name) for s in split.samples)
+    return Split("pseudo", str(final), split.split, samples, "labelids")
+
+
+def run_pseudo_labels(cfg, split: Split, model_path: str, final: str | Path) -> dict:
+    """Label ``split`` with the teacher in ``model_path`` on a Ray Data actor pool; publish to ``final``."""
+    import ray.data
+
+    p = cfg.pseudo
+    final = Path(final)
+    staging = final.with_name(f".{final.name}.staging")
+    if staging.exists():
+        shutil.rmtree(staging)  # left over from a killed run
+    staging.mkdir(parents=True)
+    j = cfg.augment.jitter
+    params = ViewParams(p.k, p.flip, p.temperature, j.brightness, j.contrast, j.saturation, j.hue)
+    rows = [{"image": s.image, "name": s.name, "seed": cfg.run.seed * 1_000_003 + i} for i, s in enumerate(split.samples)]
+    ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // p.batch_size, 64)))
+    out = ds.map_batches(
+        TeacherPredictor,
+        fn_constructor_kwargs={"model_path": str(model_path), "size": tuple(cfg.data.image_size), "params": params,
+                               "staging": str(staging), "threads": max(1, int(p.cpus_per_actor))},
+        batch_size=p.batch_size,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=p.actors),
+        num_cpus=p.cpus_per_actor,
+        num_gpus=1 if cfg.scaling.use_gpu else 0,
+    )
+    hist = np.zeros((NUM_CLASSES, BINS), np.int64)
+    done = 0
+    for batch in out.iter_batches(batch_size=None, batch_format="numpy"):
+        hist += batch["hist"].sum(axis=0)
+        done += int(batch["images"].sum())
+    if done != len(split):
+        raise RuntimeError(f"pseudo-labelling saw {done} of {len(split)} images")
+    thresholds = class_thresholds(hist, p.selection, p.threshold, p.class_fraction)
+    stats = publish(staging, final, split, thresholds, cfg.data.image_size)
+    if stats["kept_share"] < 0.01:
+        log.warning("pseudo-labels keep only %.2f%% of pixels at pseudo.threshold=%s; the student will learn little: "
+                    "lower the threshold", 100 * stats["kept_share"], p.threshold)
+    return stats

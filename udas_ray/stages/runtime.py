@@ -1,0 +1,147 @@
+"""What a training loop needs from its surroundings, with and without Ray Train.
+
+A stage's loop is written once against :class:`Session` (rank, world size, device, the state to
+resume from, ``report``); :class:`RaySession` serves it inside a Ray Train worker (or Ray
+Train's in-process mode, ``scaling.num_workers=0``) and :class:`PlainSession` in a plain
+process, which is what the benchmarks compare against and what the unit tests drive.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from udas_ray.checkpoints import atomic_save
+
+log = logging.getLogger("udas_ray")
+STATE_FILE = "state.pt"
+
+
+class Session:
+    rank = 0
+    world = 1
+    device = torch.device("cpu")
+
+    def restore(self) -> dict | None:
+        """The training state of the latest checkpoint, if this stage was restarted."""
+        return None
+
+    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model.to(self.device)
+
+    def report(self, metrics: dict, state: dict | None = None) -> None:
+        raise NotImplementedError
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.world > 1 and dist.is_initialized():
+            dist.all_reduce(tensor)
+        return tensor
+
+    def average_gradients(self, module: torch.nn.Module) -> None:
+        """Mean of gradients over workers, for modules not wrapped in DDP (the discriminator)."""
+        if self.world > 1 and dist.is_initialized():
+            for p in module.parameters():
+                if p.grad is not None:
+                    dist.all_reduce(p.grad)
+                    p.grad /= self.world
+
+
+class PlainSession(Session):
+    """One process, no Ray: checkpoints go to ``<checkpoint_dir>/state.pt``."""
+
+    def __init__(self, checkpoint_dir: str | Path, device: str = "cpu"):
+        self.checkpoint_dir = Path(checkpoint_dir)
+        self.device = torch.device(device)
+        self.reports: list[dict] = []
+
+    def restore(self) -> dict | None:
+        path = self.checkpoint_dir / STATE_FILE
+        return torch.load(path, map_location="cpu", weights_only=False) if path.is_file() else None
+
+    def report(self, metrics: dict, state: dict | None = None) -> None:
+        self.reports.append(dict(metrics))
+        if state is not None:
+            atomic_save(state, self.checkpoint_dir / STATE_FILE)
+
+
+class RaySession(Session):
+    """Inside ``train_loop_per_worker`` of a TorchTrainer."""
+
+    def __init__(self):
+        import ray.train
+        import ray.train.torch
+
+        ctx = ray.train.get_context()
+        self.rank = ctx.get_world_rank()
+        self.world = ctx.get_world_size()
+        self.device = ray.train.torch.get_device()
+
+    def restore(self) -> dict | None:
+        import ray.train
+
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None:
+            return None
+        with checkpoint.as_directory() as directory:
+            return torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=False)
+
+    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+        import ray.train.torch
+
+        if self.world > 1:
+            return ray.train.torch.prepare_model(model)
+        return model.to(self.device)
+
+    def report(self, metrics: dict, state: dict | None = None) -> None:
+        import ray.train
+
+        if state is None or self.rank != 0:
+            ray.train.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            torch.save(state, Path(tmp) / STATE_FILE)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+
+def set_threads(cpus: float) -> None:
+    """Torch intra-op threads = the CPUs this worker was given (at least 1)."""
+    threads = max(1, int(round(cpus)))
+    torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+
+
+def fit(train_fn, train_config: dict, *, cfg, name: str, datasets: dict | None = None, storage: str | Path):
+    """Run ``train_fn`` on Ray Train workers as the config's ``scaling`` section says.
+
+    Each stage gets its own run name under ``storage``: re-running the same name resumes from
+    that stage's last checkpoint (Ray Train's restore), which is how a killed job picks up a
+    half-trained stage.
+    """
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    sc = cfg.scaling
+    resources = {"CPU": sc.cpus_per_worker}
+    if sc.use_gpu:
+        resources["GPU"] = 1
+    trainer = TorchTrainer(
+        train_fn,
+        train_loop_config=train_config,
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=sc.num_workers, use_gpu=sc.use_gpu, resources_per_worker=resources
+        ),
+        run_config=ray.train.RunConfig(
+            name=name,
+            storage_path=str(Path(storage).resolve()),
+            failure_config=ray.train.FailureConfig(max_failures=sc.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            logging_config=ray.train.LoggingConfig(log_level="WARNING"),
+        ),
+        datasets=datasets or {},
+    )
+    return trainer.fit()

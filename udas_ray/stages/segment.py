@@ -1,0 +1,357 @@
+"""The segmentation stage: one training loop for the teacher, the students and the baselines.
+
+    L = L_seg + lambda_cm * L_cm + lambda_adv * L_adv
+
+What a stage trains on is decided by :func:`build_spec` from its kind:
+
+  source_only  source labels only (the "no adaptation" row)
+  teacher      source labels + CutMix with labeled target (if any) + the adversarial term
+  supervised   labeled target only (the SL baseline of the data-dependency experiment)
+  oracle       every target-train label (the upper bound)
+  student      pseudo-labeled target (+ labeled target), no adversary
+
+:func:`segment_loop` is the loop itself, plain PyTorch against a :class:`Session`;
+:func:`run_on_ray` feeds it from a Ray Data stream on Ray Train workers and
+:func:`run_plain` from the same batch builder in one process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import torch
+
+from udas_ray import losses, visualize
+from udas_ray.checkpoints import load_model, load_state_into, save_model, unwrap
+from udas_ray.classes import NUM_CLASSES
+from udas_ray.config import Config
+from udas_ray.data.batches import AugmentParams, BatchBuilder, Item, Streams, items
+from udas_ray.data.readers import Split
+from udas_ray.data.splits import Splits
+from udas_ray.errors import UdasError
+from udas_ray.inference import SplitCache, predict_probs, split_confusion, to_input
+from udas_ray.metrics import flat_metrics, scores
+from udas_ray.models import build_discriminator, build_segmenter, param_groups
+from udas_ray.stages.runtime import PlainSession, RaySession, Session, fit, set_threads
+from udas_ray import tracking
+
+log = logging.getLogger("udas_ray")
+
+KINDS = ("source_only", "teacher", "supervised", "oracle", "student")
+MODEL_FILE = "model.pt"
+METRICS_FILE = "metrics.json"
+
+
+@dataclass(frozen=True)
+class SegmentSpec:
+    name: str
+    kind: str
+    streams: Streams
+    augment: AugmentParams
+    val: list[Item]
+    steps: int
+    lambda_adv: float
+    lambda_cm: float
+    out_dir: str
+    init: str | None = None  # a model.pt to start from (a student from its teacher)
+    tracking_uri: str | None = None
+    mlflow_run_id: str | None = None
+    extra: dict = field(default_factory=dict)  # stage-specific notes for the log
+
+
+def build_spec(cfg: Config, splits: Splits, kind: str, name: str, out_dir: str | Path, *,
+               pseudo: Split | None = None, init: str | None = None, steps: int | None = None) -> SegmentSpec:
+    """Decide the streams and loss weights of a stage from its kind and the data."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown stage kind {kind!r}")
+    target_size = tuple(cfg.data.image_size)
+    labeled = items(splits.target_labeled)
+    lambda_adv, lambda_cm = 0.0, 0.0
+    mix_source, mix_target, adv = [], [], []
+    if kind in ("source_only", "teacher"):
+        sup, sup_size = items(splits.source), cfg.source_size
+        if kind == "teacher":
+            lambda_adv, lambda_cm = cfg.loss.lambda_adv, cfg.loss.lambda_cm
+            if lambda_cm > 0 and labeled:
+                mix_source, mix_target = items(splits.source), labeled
+            if lambda_adv > 0:
+                adv = items(splits.target_train.without_labels())
+    elif kind == "supervised":
+        if not labeled:
+            raise UdasError(f"stage {name}: the supervised baseline needs labeled target images; set data.target.labeled > 0")
+        sup, sup_size = labeled, target_size
+    elif kind == "oracle":
+        if not splits.target_train.has_labels:
+            raise UdasError(f"{splits.target_train.root}: the oracle needs target-train labels; set run.baselines=false")
+        sup, sup_size = items(splits.target_train), target_size
+    else:  # student
+        if pseudo is None or not len(pseudo):
+            raise UdasError(f"stage {name}: no pseudo-labeled target images to train the student on")
+        sup, sup_size = items(pseudo) + labeled, target_size
+    return SegmentSpec(
+        name=name,
+        kind=kind,
+        streams=Streams(sup, tuple(sup_size), target_size, mix_source, mix_target, adv),
+        augment=AugmentParams.from_config(cfg, jitter_sup=kind == "student"),
+        val=items(splits.target_val),
+        steps=steps or cfg.train.steps,
+        lambda_adv=lambda_adv if adv else 0.0,
+        lambda_cm=lambda_cm if mix_target else 0.0,
+        out_dir=str(out_dir),
+        init=init,
+    )
+
+
+# --------------------------------------------------------------------------- the step
+def poly_lr(base: float, step: int, total: int, power: float) -> float:
+    return base * (1 - step / max(total, 1)) ** power
+
+
+def set_requires_grad(module: torch.nn.Module, flag: bool) -> None:
+    for p in module.parameters():
+        p.requires_grad_(flag)
+
+
+def train_step(model, disc, opt, opt_d, batch: dict, spec: SegmentSpec, cfg: Config, session: Session) -> dict:
+    """One optimisation step of the segmenter (and of the discriminator); returns loss values."""
+    device = session.device
+    sup_logits = model(to_input(batch["sup_image"], device))
+    loss_seg = losses.segmentation_loss(sup_logits, batch["sup_label"].to(device))
+    total, out = loss_seg, {"loss_seg": loss_seg.item()}
+    if spec.lambda_cm > 0 and "mix_image" in batch:
+        loss_cm = losses.segmentation_loss(model(to_input(batch["mix_image"], device)), batch["mix_label"].to(device))
+        total = total + spec.lambda_cm * loss_cm
+        out["loss_cm"] = loss_cm.item()
+    if disc is not None and "adv_image" in batch:
+        target_logits = model(to_input(batch["adv_image"], device))
+        set_requires_grad(disc, False)  # the segmenter's step must not move the discriminator
+        loss_adv = losses.adversarial_loss(disc, target_logits, cfg.loss.temperature, cfg.loss.confidence)
+        total = total + spec.lambda_adv * loss_adv
+        out["loss_adv"] = loss_adv.item()
+    opt.zero_grad(set_to_none=True)
+    total.backward()
+    opt.step()
+    if disc is not None and "adv_image" in batch:
+        set_requires_grad(disc, True)
+        loss_d = losses.discriminator_loss(disc, sup_logits, target_logits, cfg.loss.temperature)
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        session.average_gradients(disc)
+        opt_d.step()
+        out["loss_d"] = loss_d.item()
+    out["loss"] = total.item()
+    return out
+
+
+# --------------------------------------------------------------------------- the loop
+class Progress:
+    """Running means of the loss terms and timing between two log lines."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        self.sums, self.count, self.wait, self.start = {}, 0, 0.0, time.perf_counter()
+
+    def add(self, values: dict, wait: float):
+        for k, v in values.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+        self.count += 1
+        self.wait += wait
+
+    def summary(self) -> dict:
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        out = {k: v / max(self.count, 1) for k, v in self.sums.items()}
+        out["steps_per_s"] = self.count / elapsed
+        out["data_wait_share"] = self.wait / elapsed
+        return out
+
+
+def build_models(cfg: Config, spec: SegmentSpec):
+    options = {**cfg.model.options, "freeze_bn": cfg.model.freeze_bn}
+    if spec.init:
+        model, _ = load_model(spec.init, expect_name=cfg.model.name)
+        model.train()
+    else:
+        model = build_segmenter(cfg.model.name, NUM_CLASSES, cfg.model.pretrained, **options)
+    disc = build_discriminator(NUM_CLASSES, ndf=cfg.model.discriminator_ndf) if spec.lambda_adv > 0 else None
+    return model, disc, options
+
+
+def evaluate(model, spec: SegmentSpec, cache: SplitCache, cfg: Config, session: Session) -> tuple[dict, np.ndarray]:
+    """Target-val scores: each worker evaluates its share, confusion matrices are summed."""
+    mine = range(session.rank, len(spec.val), session.world)
+    cm = split_confusion(unwrap(model), cache, mine, cfg.train.batch_size, session.device)
+    cm = session.all_reduce_sum(torch.as_tensor(cm)).numpy()
+    return scores(cm, cfg.data.protocol), cm
+
+
+def segment_loop(cfg: Config, spec: SegmentSpec, batches: Iterable[dict], session: Session) -> dict:
+    """Train a segmenter for ``spec.steps`` steps; returns the final target-val metrics."""
+    torch.manual_seed(cfg.run.seed * 1000 + session.rank)
+    model, disc, options = build_models(cfg, spec)
+    opt = torch.optim.SGD(param_groups(model, cfg.train.lr), lr=cfg.train.lr,
+                          momentum=cfg.train.momentum, weight_decay=cfg.train.weight_decay)
+    opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.train.lr_discriminator, betas=(0.9, 0.99)) if disc else None
+    step = 0
+    state = session.restore()
+    if state is not None:
+        load_state_into(model, state["model"], f"{spec.name} checkpoint")
+        opt.load_state_dict(state["opt"])
+        if disc is not None:
+            disc.load_state_dict(state["disc"])
+            opt_d.load_state_dict(state["opt_d"])
+        step = state["step"]
+        log.info("[%s] resuming at step %d/%d from its last checkpoint", spec.name, step, spec.steps)
+    model = session.prepare(model)
+    if disc is not None:
+        disc = disc.to(session.device)
+    tracker = tracking.logger_for(spec.tracking_uri, spec.mlflow_run_id, session.rank)
+    if step == 0:
+        tracker.params({**cfg.flat(), "stage": spec.name, "stage.kind": spec.kind, "stage.steps": spec.steps,
+                        "stage.lambda_adv": spec.lambda_adv, "stage.lambda_cm": spec.lambda_cm,
+                        "stage.sup_images": len(spec.streams.sup), "stage.init": spec.init})
+    cache = SplitCache(spec.val, tuple(cfg.data.image_size))
+    progress, val, started = Progress(), {}, time.perf_counter()
+    it: Iterator[dict] = iter(batches)
+    model.train()
+    while step < spec.steps:
+        t0 = time.perf_counter()
+        batch = next(it)
+        wait = time.perf_counter() - t0
+        lr = poly_lr(cfg.train.lr, step, spec.steps, cfg.train.poly_power)
+        for group in opt.param_groups:
+            group["lr"] = lr * group.get("lr_mult", 1.0)
+        if opt_d is not None:
+            for group in opt_d.param_groups:
+                group["lr"] = poly_lr(cfg.train.lr_discriminator, step, spec.steps, cfg.train.poly_power)
+        progress.add(train_step(model, disc, opt, opt_d, batch, spec, cfg, session), wait)
+        step += 1
+        last = step == spec.steps
+        metrics = {"step": step}
+        if step % cfg.train.log_every == 0 or last:
+            summary = progress.summary()
+            tracker.metrics({**summary, "lr": lr}, step)
+            eta = (spec.steps - step) / max(summary["steps_per_s"], 1e-9)
+            terms = " ".join(f"{k}={v:.3f}" for k, v in summary.items() if k.startswith("loss"))
+            log.info("[%s] step %d/%d %.2f it/s data-wait %.0f%% %s lr=%.2e eta %s", spec.name, step,
+                     spec.steps, summary["steps_per_s"], 100 * summary["data_wait_share"], terms, lr,
+                     _duration(eta))
+            metrics.update(summary)
+            progress.reset()
+        if step % cfg.train.eval_every == 0 or last:
+            result, cm = evaluate(model, spec, cache, cfg, session)
+            val = flat_metrics(result, "val_")
+            tracker.metrics(val, step)
+            log.info("[%s] step %d val mIoU %.2f pixel acc %.2f", spec.name, step, result["miou"], result["pixel_accuracy"])
+            metrics.update(val)
+        if step % cfg.train.checkpoint_every == 0 or last:
+            state = {"model": unwrap(model).state_dict(), "opt": opt.state_dict(), "step": step}
+            if disc is not None:
+                state.update(disc=disc.state_dict(), opt_d=opt_d.state_dict())
+            session.report(metrics, state if session.rank == 0 else None)
+    if not val:  # restarted after its last checkpoint: nothing left to train, evaluate once more
+        result, cm = evaluate(model, spec, cache, cfg, session)
+        val = flat_metrics(result, "val_")
+    final = {**val, "seconds": time.perf_counter() - started}
+    if session.rank == 0:
+        out = Path(spec.out_dir)
+        save_model(out / MODEL_FILE, model, model_name=cfg.model.name, num_classes=NUM_CLASSES,
+                   model_options=options, stage=spec.name, step=step, config=cfg.to_dict())
+        _write_json(out / METRICS_FILE, {"stage": spec.name, "step": step, **result, "confusion": cm.tolist()})
+        _log_pictures(tracker, model, cache, cm, cfg, spec)
+    return final
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds) if math.isfinite(seconds) else 0
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def _write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1, allow_nan=True))
+    tmp.replace(path)
+
+
+def _log_pictures(tracker, model, cache: SplitCache, cm, cfg: Config, spec: SegmentSpec, count: int = 4) -> None:
+    if isinstance(tracker, tracking.NullLogger):
+        return
+    count = min(count, len(spec.val))
+    pairs = [cache.get(i) for i in range(count)]
+    images = np.stack([p[0] for p in pairs])
+    preds = predict_probs(unwrap(model).eval(), images).argmax(1).numpy()
+    tracker.image(visualize.prediction_grid(images, preds, np.stack([p[1] for p in pairs])), "predictions.png")
+    tracker.image(visualize.confusion_figure(cm), "confusion_matrix.png")
+    tracker.text(cfg.to_yaml(), "config.yaml")
+
+
+# ------------------------------------------------------------------------- the feeds
+def plain_batches(spec: SegmentSpec, batch_size: int, seed: int) -> Iterator[dict]:
+    """Batches from the builder in this process: the reference the Ray stream is measured against."""
+    builder = BatchBuilder(spec.streams, spec.augment, seed=seed)
+    slot = 0
+    while True:
+        batch = builder({"id": np.arange(slot, slot + batch_size)})
+        slot += batch_size
+        yield {k: torch.from_numpy(v) for k, v in batch.items()}
+
+
+def run_plain(cfg: Config, spec: SegmentSpec, checkpoint_dir: str | Path | None = None) -> dict:
+    """The whole stage in this process, no Ray (baselines of the foundation, benchmarks, tests)."""
+    session = PlainSession(checkpoint_dir or Path(spec.out_dir) / "plain")
+    return segment_loop(cfg, spec, plain_batches(spec, cfg.train.batch_size, cfg.run.seed), session)
+
+
+def training_dataset(cfg: Config, spec: SegmentSpec, workers: int):
+    """A Ray Dataset streaming every training example of the stage: slot ids -> BatchBuilder
+    (decode, resize, CutMix, jitter) on a pool of CPU actors. Nothing is materialised."""
+    import ray.data
+
+    rows = spec.steps * cfg.train.batch_size * max(workers, 1)
+    return ray.data.range(rows, override_num_blocks=max(1, rows // (cfg.train.batch_size * 4))).map_batches(
+        BatchBuilder,
+        fn_constructor_kwargs={"streams": spec.streams, "params": spec.augment},
+        batch_size=cfg.train.batch_size,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=cfg.scaling.data_workers),
+        num_cpus=cfg.scaling.data_cpus,
+    )
+
+
+def ray_worker_loop(config: dict) -> dict:
+    """``train_loop_per_worker``: read this worker's shard of the stream and run the loop."""
+    import ray.train
+
+    cfg, spec = Config.model_validate(config["cfg"]), config["spec"]
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    set_threads(cfg.scaling.cpus_per_worker)
+    shard = ray.train.get_dataset_shard("train")
+
+    def batches():
+        while True:  # a restarted worker group starts a fresh pass; the loop stops at spec.steps
+            yield from shard.iter_torch_batches(batch_size=cfg.train.batch_size, drop_last=True, prefetch_batches=2)
+
+    return segment_loop(cfg, spec, batches(), RaySession())
+
+
+def run_on_ray(cfg: Config, spec: SegmentSpec, storage: str | Path) -> dict:
+    """Fit the stage with Ray Train; returns its final metrics (from ``metrics.json``)."""
+    workers = cfg.scaling.num_workers
+    result = fit(ray_worker_loop, {"cfg": cfg.to_dict(), "spec": spec}, cfg=cfg, name=spec.name,
+                 datasets={"train": training_dataset(cfg, spec, workers)}, storage=storage)
+    if result.error:
+        raise result.error
+    return read_metrics(spec.out_dir)
+
+
+def read_metrics(out_dir: str | Path) -> dict:
+    return json.loads((Path(out_dir) / METRICS_FILE).read_text())
