@@ -23,3 +23,29 @@ def ray_session():
     quiet_ray_data()
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    """A GTA5-layout source and a Cityscapes-layout target, a few images each."""
+    from layouts import write_cityscapes, write_gta5
+
+    root = tmp_path_factory.mktemp("tiny")
+    return write_gta5(root / "gta5", n=8, size=(32, 64)), write_cityscapes(root / "cityscapes", 8, 4, size=(32, 64))
+
+
+@pytest.fixture
+def tiny_cfg(tiny_data, tmp_path):
+    """A config over ``tiny_data`` that trains in a second: override anything with .override()."""
+    from udas_ray.config import load_config
+
+    source, target = tiny_data
+    return load_config(None, [
+        "data.source.format=gta5", f"data.source.root={source}",
+        "data.target.format=cityscapes", f"data.target.root={target}",
+        "data.target.labeled=2", "data.image_size=[32,64]",
+        "train.steps=4", "train.batch_size=2", "train.eval_every=2", "train.checkpoint_every=2",
+        "train.log_every=2", f"run.dir={tmp_path / 'run'}", "self_training.rounds=1",
+        "pseudo.actors=1", "pseudo.batch_size=4", "scaling.num_workers=0", "scaling.cpus_per_worker=1",
+        "scaling.data_cpus=0.25", "pseudo.cpus_per_actor=0.5", "run.baselines=false",
+    ])

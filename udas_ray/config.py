@@ -16,7 +16,7 @@ import difflib
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -28,7 +28,14 @@ Size = tuple[int, int]
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+    # coerce_numbers_to_str: ``run.dir=2024`` / ``mlflow.experiment=7`` parse as YAML numbers.
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=(), coerce_numbers_to_str=True)
+
+
+def _check_size(v):
+    if v is not None and min(v) < 32:
+        raise ValueError("both sides must be at least 32 pixels")
+    return v
 
 
 # ----------------------------------------------------------------------------------- data
@@ -37,6 +44,11 @@ class SourceData(Section):
     root: str = "data/scenes/source"
     # [H, W] the source is resized to; null = data.image_size (the paper: 720x1280 vs 512x1024).
     image_size: Optional[Size] = None
+
+    @field_validator("image_size")
+    @classmethod
+    def _min_size(cls, v):
+        return _check_size(v)
 
 
 class TargetData(Section):
@@ -70,9 +82,7 @@ class Data(Section):
     @field_validator("image_size")
     @classmethod
     def _positive_size(cls, v):
-        if min(v) < 32:
-            raise ValueError("both sides must be at least 32 pixels")
-        return v
+        return _check_size(v)
 
 
 # ---------------------------------------------------------------------------------- model
@@ -281,13 +291,25 @@ def _check_keys(tree: dict, origin: str, prefix: list[str] | None = None) -> Non
             _check_keys(value, origin, path)
 
 
+def _in_mapping(path: list[str]) -> bool:
+    """True if ``path`` is, or lies inside, a free-form dict field (e.g. ``model.options``)."""
+    for j in range(1, len(path) + 1):
+        parent = _section_model(path[: j - 1])
+        if parent is None:
+            return False
+        field = parent.model_fields.get(path[j - 1])
+        if field is not None and get_origin(field.annotation) is dict:
+            return True
+    return False
+
+
 def _set_dotted(tree: dict, key: str, value: Any, origin: str) -> None:
     parts = key.split(".")
     node = tree
     for i, part in enumerate(parts[:-1]):
         child = node.get(part)
         if child is None:
-            if _section_model(parts[: i + 1]) is None:
+            if _section_model(parts[: i + 1]) is None and not _in_mapping(parts[: i + 1]):
                 raise _unknown_key(key, origin)
             child = node[part] = {}
         if not isinstance(child, dict):

@@ -200,7 +200,7 @@ def segment_loop(cfg: Config, spec: SegmentSpec, batches: Iterable[dict], sessio
     opt = torch.optim.SGD(param_groups(model, cfg.train.lr), lr=cfg.train.lr,
                           momentum=cfg.train.momentum, weight_decay=cfg.train.weight_decay)
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.train.lr_discriminator, betas=(0.9, 0.99)) if disc else None
-    step = 0
+    step = resumed_from = 0
     state = session.restore()
     if state is not None:
         load_state_into(model, state["model"], f"{spec.name} checkpoint")
@@ -208,7 +208,7 @@ def segment_loop(cfg: Config, spec: SegmentSpec, batches: Iterable[dict], sessio
         if disc is not None:
             disc.load_state_dict(state["disc"])
             opt_d.load_state_dict(state["opt_d"])
-        step = state["step"]
+        step = resumed_from = state["step"]
         log.info("[%s] resuming at step %d/%d from its last checkpoint", spec.name, step, spec.steps)
     model = session.prepare(model)
     if disc is not None:
@@ -265,7 +265,8 @@ def segment_loop(cfg: Config, spec: SegmentSpec, batches: Iterable[dict], sessio
         out = Path(spec.out_dir)
         save_model(out / MODEL_FILE, model, model_name=cfg.model.name, num_classes=NUM_CLASSES,
                    model_options=options, stage=spec.name, step=step, config=cfg.to_dict())
-        _write_json(out / METRICS_FILE, {"stage": spec.name, "step": step, **result, "confusion": cm.tolist()})
+        _write_json(out / METRICS_FILE, {"stage": spec.name, "step": step, "resumed_from": resumed_from,
+                                         **result, "confusion": cm.tolist()})
         _log_pictures(tracker, model, cache, cm, cfg, spec)
     return final
 
@@ -314,10 +315,15 @@ def run_plain(cfg: Config, spec: SegmentSpec, checkpoint_dir: str | Path | None 
 def training_dataset(cfg: Config, spec: SegmentSpec, workers: int):
     """A Ray Dataset streaming every training example of the stage: slot ids -> BatchBuilder
     (decode, resize, CutMix, jitter) on a pool of CPU actors. Nothing is materialised."""
+    import pyarrow as pa
     import ray.data
 
+    # Slot ids built in memory (no read task: on 2 cores a read task waiting for a whole CPU
+    # next to the training worker would never be scheduled), a few batches per block.
     rows = spec.steps * cfg.train.batch_size * max(workers, 1)
-    return ray.data.range(rows, override_num_blocks=max(1, rows // (cfg.train.batch_size * 4))).map_batches(
+    blocks = np.array_split(np.arange(rows), min(1000, max(1, rows // (cfg.train.batch_size * 4))))
+    slots = ray.data.from_arrow([pa.table({"id": block}) for block in blocks])
+    return slots.map_batches(
         BatchBuilder,
         fn_constructor_kwargs={"streams": spec.streams, "params": spec.augment},
         batch_size=cfg.train.batch_size,
@@ -333,6 +339,9 @@ def ray_worker_loop(config: dict) -> dict:
 
     cfg, spec = Config.model_validate(config["cfg"]), config["spec"]
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("udas_ray").setLevel(logging.INFO)
+    for name in ("ray.train", "ray.data"):  # one progress line per log_every steps is ours
+        logging.getLogger(name).setLevel(logging.WARNING)
     set_threads(cfg.scaling.cpus_per_worker)
     shard = ray.train.get_dataset_shard("train")
 

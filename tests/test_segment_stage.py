@@ -1,0 +1,125 @@
+"""The segmentation stage's logic without Ray: what trains on what, the batches, the loop."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from udas_ray.checkpoints import load_model
+from udas_ray.data.batches import AugmentParams, BatchBuilder
+from udas_ray.data.splits import load_splits
+from udas_ray.errors import UdasError
+from udas_ray.stages import segment
+
+
+def spec_for(cfg, kind, tmp_path, **kw):
+    return segment.build_spec(cfg, load_splits(cfg), kind, kind, tmp_path / kind, **kw)
+
+
+def test_teacher_streams_follow_the_config(tiny_cfg, tmp_path):
+    spec = spec_for(tiny_cfg, "teacher", tmp_path)
+    assert spec.streams.has_mix and spec.streams.has_adv
+    assert (spec.lambda_adv, spec.lambda_cm) == (tiny_cfg.loss.lambda_adv, tiny_cfg.loss.lambda_cm)
+    assert len(spec.streams.mix_target) == 2 and len(spec.streams.sup) == 8
+
+    no_labels = spec_for(tiny_cfg.override({"data.target.labeled": 0}), "teacher", tmp_path)
+    assert not no_labels.streams.has_mix and no_labels.lambda_cm == 0  # pure UDA
+    source_only = spec_for(tiny_cfg, "source_only", tmp_path)
+    assert not source_only.streams.has_mix and not source_only.streams.has_adv
+    assert source_only.lambda_adv == 0 and source_only.lambda_cm == 0
+    no_adv = spec_for(tiny_cfg.override({"loss.lambda_adv": 0}), "teacher", tmp_path)
+    assert not no_adv.streams.has_adv
+
+
+def test_baselines_train_on_target_labels(tiny_cfg, tmp_path):
+    oracle = spec_for(tiny_cfg, "oracle", tmp_path)
+    assert len(oracle.streams.sup) == 8 and all("gtFine" in label for _, label, _ in oracle.streams.sup)
+    supervised = spec_for(tiny_cfg, "supervised", tmp_path)
+    assert len(supervised.streams.sup) == 2
+    with pytest.raises(UdasError, match="data.target.labeled"):
+        spec_for(tiny_cfg.override({"data.target.labeled": 0}), "supervised", tmp_path)
+
+
+def test_batch_builder_gives_uint8_batches_and_is_reproducible(tiny_cfg, tmp_path):
+    spec = spec_for(tiny_cfg, "teacher", tmp_path)
+    builder = BatchBuilder(spec.streams, spec.augment, seed=3)
+    batch = builder({"id": np.arange(4)})
+    assert batch["sup_image"].shape == (4, 32, 64, 3) and batch["sup_image"].dtype == np.uint8
+    assert batch["sup_label"].shape == (4, 32, 64) and batch["mix_label"].shape == (4, 32, 64)
+    assert batch["adv_image"].shape == (4, 32, 64, 3)
+    assert set(np.unique(batch["sup_label"])) <= {0, 2, 10, 13, 255}
+    again = BatchBuilder(spec.streams, spec.augment, seed=3)({"id": np.arange(4)})
+    assert all(np.array_equal(batch[k], again[k]) for k in batch)
+
+
+def test_mixed_labels_come_from_source_and_labeled_target(tiny_cfg, tmp_path):
+    spec = spec_for(tiny_cfg, "teacher", tmp_path)
+    params = AugmentParams(flip=False)  # no jitter, no flips: pixels can be traced
+    builder = BatchBuilder(spec.streams, params, seed=0)
+    ex = builder.example(5)
+    # Every mixed pixel's label is the label of the same pixel in one of the two partners.
+    rng = builder._rng(5)
+    rng.integers(len(spec.streams.sup))
+    from udas_ray.data.batches import load_item
+
+    src_i, tgt_i = rng.integers(len(spec.streams.mix_source)), rng.integers(len(spec.streams.mix_target))
+    _, src_label = load_item(spec.streams.mix_source[src_i], spec.streams.target_size)
+    _, tgt_label = load_item(spec.streams.mix_target[tgt_i], spec.streams.target_size)
+    assert np.all((ex["mix_label"] == src_label) | (ex["mix_label"] == tgt_label))
+
+
+def test_poly_schedule():
+    assert segment.poly_lr(0.01, 0, 100, 0.9) == pytest.approx(0.01)
+    assert segment.poly_lr(0.01, 50, 100, 0.9) == pytest.approx(0.01 * 0.5 ** 0.9)
+    assert segment.poly_lr(0.01, 100, 100, 0.9) == 0
+
+
+def test_plain_loop_trains_saves_and_resumes(tiny_cfg, tmp_path):
+    spec = spec_for(tiny_cfg, "teacher", tmp_path)
+    final = segment.run_plain(tiny_cfg, spec, checkpoint_dir=tmp_path / "ckpt")
+    assert 0 <= final["val_miou"] <= 100
+    metrics = segment.read_metrics(spec.out_dir)
+    assert metrics["step"] == 4 and metrics["resumed_from"] == 0
+    assert set(metrics["per_class_iou"]) >= {"road", "sky", "car"}
+    model, meta = load_model(tmp_path / "teacher" / "model.pt")
+    assert meta["stage"] == "teacher" and meta["step"] == 4
+    assert model(torch.zeros(1, 3, 32, 64)).shape == (1, 19, 32, 64)
+    state = torch.load(tmp_path / "ckpt" / "state.pt", weights_only=False)
+    assert state["step"] == 4 and "disc" in state and "opt_d" in state
+
+    # A longer run over the same checkpoint picks up at step 4, not 0.
+    longer = spec.__class__(**{**spec.__dict__, "steps": 6})
+    segment.run_plain(tiny_cfg, longer, checkpoint_dir=tmp_path / "ckpt")
+    assert segment.read_metrics(spec.out_dir)["resumed_from"] == 4
+
+
+def test_student_starts_from_its_teacher(tiny_cfg, tmp_path):
+    teacher = spec_for(tiny_cfg.override({"loss.lambda_adv": 0}), "source_only", tmp_path)
+    segment.run_plain(tiny_cfg, teacher)
+    splits = load_splits(tiny_cfg)
+    student = segment.build_spec(tiny_cfg, splits, "oracle", "student_like", tmp_path / "s",
+                                 init=str(tmp_path / "source_only" / "model.pt"))
+    model = segment.build_models(tiny_cfg, student)[0]
+    reference, _ = load_model(tmp_path / "source_only" / "model.pt")
+    for a, b in zip(model.state_dict().values(), reference.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_student_refuses_a_teacher_of_another_model(tiny_cfg, tmp_path):
+    from udas_ray.checkpoints import save_model
+    from udas_ray.models import build_segmenter
+
+    other = build_segmenter("deeplabv2_tiny", 19, widths=[8, 16, 32, 64])
+    path = save_model(tmp_path / "odd.pt", other, model_name="deeplabv2_tiny", num_classes=19,
+                      model_options={}, stage="x", step=1, config={})
+    spec = spec_for(tiny_cfg, "oracle", tmp_path, init=str(path))
+    with pytest.raises(UdasError, match="do not fit"):
+        segment.build_models(tiny_cfg, spec)
+
+
+def test_metrics_file_is_json(tiny_cfg, tmp_path):
+    spec = spec_for(tiny_cfg, "source_only", tmp_path)
+    segment.run_plain(tiny_cfg, spec)
+    data = json.loads((tmp_path / "source_only" / "metrics.json").read_text())
+    assert len(data["confusion"]) == 19 and sum(map(sum, data["confusion"])) > 0
