@@ -43,7 +43,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from udas_ray.classes import CLASS_NAMES, NUM_CLASSES, TRAIN_TO_LABEL_ID, colorize, label_ids_to_train_ids
 from udas_ray.errors import UdasError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 DOMAINS = {"source": 1, "target": 2}
 SPLITS = {"train": 1, "val": 2}
 TARGET_CITIES = {
@@ -77,41 +77,41 @@ _VEHICLE_IDS = {"car": CAR, "truck": TRUCK, "bus": BUS, "train": TRAIN}
 # ---------------------------------------------------------------------------------------------
 # Appearance: material -> candidate colours.
 _PALETTES = {
-    "source": {
-        "sky": [(96, 186, 255)],
-        "cloud": [(236, 246, 255)],
-        "road": [(62, 66, 94)],
-        "marking": [(250, 250, 250), (255, 214, 0)],
-        "curb": [(206, 196, 226)],
-        "sidewalk": [(166, 150, 194)],
-        "terrain": [(182, 210, 62)],
-        "building": [(226, 128, 62), (78, 178, 198), (198, 86, 152), (234, 206, 94), (128, 112, 214),
-                     (236, 236, 236)],
-        "window": [(36, 50, 100), (250, 250, 160)],
-        "wall": [(200, 182, 110), (160, 220, 200)],
-        "fence": [(216, 150, 52), (230, 90, 90)],
-        "pole": [(86, 88, 106)],
-        "light_box": [(250, 206, 0)],
+    "source": {  # a game engine: plausible colour families, cleaner, brighter and more saturated
+        "sky": [(64, 150, 236), (84, 168, 246), (108, 182, 250), (56, 132, 222)],
+        "cloud": [(250, 252, 255)],
+        "road": [(72, 76, 88), (88, 92, 104), (62, 66, 80), (104, 106, 114)],
+        "marking": [(252, 252, 252), (255, 206, 0)],
+        "curb": [(214, 214, 220)],
+        "sidewalk": [(196, 194, 204), (176, 180, 196), (214, 204, 184), (168, 160, 176)],
+        "terrain": [(148, 186, 62), (170, 190, 82), (126, 168, 70), (182, 164, 96)],
+        "building": [(226, 208, 168), (192, 92, 60), (166, 168, 178), (238, 228, 206), (118, 132, 160),
+                     (232, 176, 108), (164, 64, 52), (206, 196, 186)],
+        "window": [(52, 96, 160), (136, 196, 238), (40, 60, 96)],
+        "wall": [(208, 200, 180), (190, 186, 188), (196, 150, 108)],
+        "fence": [(152, 104, 56), (92, 140, 96), (120, 124, 136)],
+        "pole": [(120, 124, 134), (92, 96, 108), (60, 110, 72)],
+        "light_box": [(250, 200, 20), (48, 50, 56)],
         "sign": [(255, 255, 255)],
-        "sign_back": [(200, 200, 200)],
-        "vegetation": [(44, 198, 56), (30, 170, 90)],
-        "trunk": [(150, 90, 40)],
-        "skin": [(248, 198, 158), (196, 140, 100)],
-        "hair": [(60, 40, 20), (240, 200, 60)],
-        "cloth": [(240, 40, 40), (40, 90, 240), (250, 220, 30), (40, 200, 80), (250, 130, 20), (180, 50, 220),
-                  (250, 250, 250), (30, 200, 220)],
-        "car": [(224, 34, 34), (34, 88, 234), (250, 212, 20), (34, 186, 64), (244, 124, 20), (150, 40, 204),
-                (30, 210, 210)],
-        "glass": [(128, 206, 244)],
+        "sign_back": [(190, 190, 196)],
+        "vegetation": [(48, 156, 40), (30, 128, 52), (88, 176, 44), (40, 112, 36)],
+        "trunk": [(122, 78, 40)],
+        "skin": [(250, 204, 168), (206, 150, 110), (150, 100, 70)],
+        "hair": [(60, 40, 20), (230, 190, 80), (30, 30, 30)],
+        "cloth": [(226, 42, 42), (40, 86, 220), (250, 214, 40), (44, 178, 80), (246, 132, 30), (160, 60, 200),
+                  (246, 246, 246), (34, 34, 40), (40, 190, 210)],
+        "car": [(214, 30, 30), (30, 84, 214), (246, 246, 246), (30, 30, 36), (172, 176, 186), (250, 200, 20),
+                (30, 150, 70), (240, 120, 20), (120, 40, 170)],
+        "glass": [(110, 176, 226), (60, 120, 176)],
         "tyre": [(22, 22, 26)],
         "lamp_rear": [(255, 30, 30)],
-        "lamp_front": [(255, 255, 190)],
-        "truck": [(238, 238, 238), (244, 144, 0), (60, 164, 60)],
-        "truck_cab": [(216, 40, 40), (40, 92, 222)],
-        "bus": [(252, 178, 0), (224, 44, 44), (44, 126, 228)],
-        "train": [(234, 70, 172), (90, 212, 212)],
-        "moto": [(222, 24, 24), (26, 26, 26), (252, 142, 0)],
-        "bike": [(0, 158, 255), (255, 106, 0), (40, 202, 40)],
+        "lamp_front": [(255, 255, 200)],
+        "truck": [(242, 242, 242), (244, 150, 20), (60, 150, 70), (40, 92, 200)],
+        "truck_cab": [(216, 40, 40), (40, 92, 222), (250, 250, 250)],
+        "bus": [(252, 184, 0), (220, 44, 44), (44, 122, 224), (246, 246, 246)],
+        "train": [(252, 210, 20), (226, 52, 52), (240, 240, 240)],
+        "moto": [(222, 24, 24), (26, 26, 30), (252, 142, 0), (40, 90, 220)],
+        "bike": [(0, 150, 250), (255, 106, 0), (40, 190, 40), (30, 30, 34)],
         "hood": [(0, 0, 0)],
     },
     "target": {
@@ -640,8 +640,8 @@ class _Scene:
 
     # -- backdrop: facades, walls, fences, hedges ------------------------------------------------------
     def _face_shade(self, sgn):
-        if not self.target:
-            return 1.0
+        if not self.target:  # cel shading: two flat tones
+            return 1.0 if sgn == self.sun else 0.84
         return 1.08 if sgn == self.sun else 0.78
 
     def _building(self, sgn, X, z0, z1, h):
@@ -723,7 +723,7 @@ class _Scene:
         left, right = X - w / 2, X + w / 2
         xf = left if left > 0.05 else (right if right < -0.05 else None)
         if xf is not None:
-            side_shade = 0.8 if self.target else 1.0
+            side_shade = 0.8 if self.target else 0.88
             self._vehicle_side(kind, xf, Z, ln, h, _shade(body, side_shade), _shade(cab, side_shade), lid, front)
         self._vehicle_face(kind, X, Z, w, ln, h, body, cab, lid, front)
 
@@ -1118,6 +1118,10 @@ class _Scene:
 
     def _source_look(self, img, lbl, ys, xs):
         H, W = self.h, self.w
+        # a skybox: deep blue overhead, lighter towards the horizon
+        t = np.clip(ys / max(self.yh, 1.0), 0, 1)[..., None]
+        sky = (lbl == SKY)[..., None]
+        img = np.where(sky, img * (0.86 + 0.14 * t) + 70.0 * t * t, img)
         tex = self.knobs["textures"]
         if tex > 0:
             mod = np.ones((H, W), dtype=np.float32)
@@ -1146,6 +1150,8 @@ class _Scene:
             grad = (xs / W - 0.5) * math.cos(a) + (ys / H - 0.5) * math.sin(a)
             factor = (1 + amp * self.u(-0.8, 0.8)) * (1 + amp * self.u(0.0, 1.2) * grad)
             img = img * factor[..., None]
+        gray = img.mean(axis=2, keepdims=True)  # vivid, game-like colour grading
+        img = gray + 1.2 * (img - gray)
         return np.clip(img + 0.5, 0, 255).astype(np.uint8)
 
     def _target_look(self, img, lbl, ys, xs):

@@ -1,0 +1,86 @@
+"""The driver: stage order, manifest, summary, MLflow runs, resume, refusing a foreign run.dir."""
+
+import json
+
+import pytest
+
+from udas_ray import driver as driver_mod
+from udas_ray.data.splits import load_splits
+from udas_ray.driver import Pipeline, check_run_dir, plan
+from udas_ray.errors import UdasError
+from udas_ray.stages import segment
+
+
+def test_plan_reads_like_the_paper_table(tiny_cfg):
+    names = [s.name for s in plan(tiny_cfg.override({"run.baselines": True, "self_training.rounds": 2}))]
+    assert names == ["source_only", "teacher", "pseudo_1", "round_1", "pseudo_2", "round_2", "oracle"]
+    assert [s.name for s in plan(tiny_cfg) if s.row] == ["teacher", "round_1"]
+
+
+def test_pipeline_writes_summary_manifest_and_nested_mlflow_runs(ray_session, tiny_cfg):
+    cfg = tiny_cfg.override({"run.baselines": True})
+    result = Pipeline(cfg, load_splits(cfg)).run()
+    run_dir = cfg.run.dir
+    summary = json.loads(open(f"{run_dir}/summary.json").read())
+    assert [s["name"] for s in summary["stages"]] == ["source_only", "teacher", "round_1", "oracle"]
+    for row in summary["stages"]:
+        assert 0 <= row["miou"] <= 100 and 0 <= row["pixel_accuracy"] <= 100
+        assert set(row["per_class_iou"]) == set(__import__("udas_ray.classes").classes.CLASS_NAMES)
+        assert row["checkpoint"] == "last"
+    assert summary["stages"] == result["stages"]
+    manifest = json.loads(open(f"{run_dir}/manifest.json").read())
+    assert all(s["status"] == "done" for s in manifest["stages"].values())
+    assert 0 <= manifest["stages"]["pseudo_1"]["metrics"]["kept_share"] <= 1
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(cfg.tracking_uri)
+    exp = client.get_experiment_by_name(cfg.mlflow.experiment)
+    runs = client.search_runs([exp.experiment_id])
+    parent = manifest["parent_run_id"]
+    children = {r.info.run_name for r in runs if r.data.tags.get("mlflow.parentRunId") == parent}
+    assert children == {"source_only", "teacher", "pseudo_1", "round_1", "oracle"}
+    assert "miou_round_1" in client.get_run(parent).data.metrics
+    pseudo_run = next(r for r in runs if r.info.run_name == "pseudo_1")
+    assert "pseudo_miou" in pseudo_run.data.metrics and "kept_share" in pseudo_run.data.metrics
+
+
+def test_a_failed_round_resumes_without_retraining_the_teacher(ray_session, tiny_cfg, monkeypatch):
+    real = segment.run_on_ray
+    trained = []
+
+    def failing(cfg, spec, storage):
+        trained.append(spec.name)
+        if spec.name == "round_1":
+            raise RuntimeError("killed")
+        return real(cfg, spec, storage)
+
+    monkeypatch.setattr(segment, "run_on_ray", failing)
+    splits = load_splits(tiny_cfg)
+    with pytest.raises(RuntimeError, match="killed"):
+        Pipeline(tiny_cfg, splits).run()
+    manifest = json.loads(open(f"{tiny_cfg.run.dir}/manifest.json").read())
+    assert manifest["stages"]["teacher"]["status"] == "done"
+    assert manifest["stages"]["round_1"]["status"] == "failed"
+    stats = f"{tiny_cfg.run.dir}/pseudo/round_1/stats.json"
+    stats_mtime = __import__("os").path.getmtime(stats)
+
+    trained.clear()
+    monkeypatch.setattr(segment, "run_on_ray", lambda cfg, spec, storage: trained.append(spec.name) or real(cfg, spec, storage))
+    Pipeline(tiny_cfg, splits).run()
+    assert trained == ["round_1"]  # the teacher and its pseudo-labels were reused
+    assert __import__("os").path.getmtime(stats) == stats_mtime
+    again = json.loads(open(f"{tiny_cfg.run.dir}/manifest.json").read())
+    assert again["parent_run_id"] == manifest["parent_run_id"]  # the same MLflow parent, continued
+    assert again["stages"]["teacher"]["mlflow_run_id"] == manifest["stages"]["teacher"]["mlflow_run_id"]
+
+
+def test_a_run_dir_of_another_config_is_refused_unless_fresh(tiny_cfg, tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / driver_mod.CONFIG_FILE).write_text(tiny_cfg.to_yaml())
+    check_run_dir(tiny_cfg)  # same config: fine
+    check_run_dir(tiny_cfg.override({"scaling.num_workers": 2}))  # how, not what: fine
+    with pytest.raises(UdasError, match=r"loss\.lambda_adv: 0\.001 -> 0\.5.*run\.fresh=true"):
+        check_run_dir(tiny_cfg.override({"loss.lambda_adv": 0.5}))
+    check_run_dir(tiny_cfg.override({"loss.lambda_adv": 0.5, "run.fresh": True}))
