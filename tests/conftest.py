@@ -47,5 +47,5 @@ def tiny_cfg(tiny_data, tmp_path):
         "train.steps=4", "train.batch_size=2", "train.eval_every=2", "train.checkpoint_every=2",
         "train.log_every=2", f"run.dir={tmp_path / 'run'}", "self_training.rounds=1",
         "pseudo.actors=1", "pseudo.batch_size=4", "scaling.num_workers=0", "scaling.cpus_per_worker=1",
-        "scaling.data_cpus=0.25", "pseudo.cpus_per_actor=0.5", "run.baselines=false",
+        "scaling.data_cpus=0.25", "pseudo.cpus_per_actor=0.5", "run.baselines=false", "pseudo.threshold=0.0",
     ])

@@ -49,7 +49,7 @@ def test_a_failed_round_resumes_without_retraining_the_teacher(ray_session, tiny
     real = segment.run_on_ray
     trained = []
 
-    def failing(cfg, spec, storage):
+    def failing(cfg, spec, storage, callbacks=None):
         trained.append(spec.name)
         if spec.name == "round_1":
             raise RuntimeError("killed")
@@ -66,7 +66,7 @@ def test_a_failed_round_resumes_without_retraining_the_teacher(ray_session, tiny
     stats_mtime = __import__("os").path.getmtime(stats)
 
     trained.clear()
-    monkeypatch.setattr(segment, "run_on_ray", lambda cfg, spec, storage: trained.append(spec.name) or real(cfg, spec, storage))
+    monkeypatch.setattr(segment, "run_on_ray", lambda cfg, spec, storage, callbacks=None: trained.append(spec.name) or real(cfg, spec, storage))
     Pipeline(tiny_cfg, splits).run()
     assert trained == ["round_1"]  # the teacher and its pseudo-labels were reused
     assert __import__("os").path.getmtime(stats) == stats_mtime
@@ -84,3 +84,27 @@ def test_a_run_dir_of_another_config_is_refused_unless_fresh(tiny_cfg, tmp_path)
     with pytest.raises(UdasError, match=r"loss\.lambda_adv: 0\.001 -> 0\.5.*run\.fresh=true"):
         check_run_dir(tiny_cfg.override({"loss.lambda_adv": 0.5}))
     check_run_dir(tiny_cfg.override({"loss.lambda_adv": 0.5, "run.fresh": True}))
+
+
+def test_style_transfer_runs_first_feeds_the_teacher_and_is_skipped_on_resume(ray_session, tiny_cfg, monkeypatch):
+    cfg = tiny_cfg.override({"style.enabled": True, "style.steps": 2, "style.image_size": [32, 64],
+                             "style.sample_every": 2, "style.checkpoint_every": 2, "style.ngf": 4, "style.ndf": 4,
+                             "style.n_blocks": 1, "style.cpus_per_actor": 0.5, "self_training.rounds": 0})
+    assert [s.name for s in plan(cfg)] == ["style", "style_transfer", "teacher"]
+    seen = {}
+    real = segment.run_on_ray
+
+    def spy(cfg, spec, storage, callbacks=None):
+        seen[spec.name] = spec.streams.sup[0][0]
+        return real(cfg, spec, storage, callbacks)
+
+    monkeypatch.setattr(segment, "run_on_ray", spy)
+    result = Pipeline(cfg, load_splits(cfg)).run()
+    assert [r["name"] for r in result["stages"]] == ["style_transfer", "teacher"]
+    restyled = f"{cfg.run.dir}/style/source/images"
+    assert seen["style_transfer"].startswith(restyled) and seen["teacher"].startswith(restyled)
+
+    from udas_ray.stages import style
+
+    monkeypatch.setattr(style, "run_style_on_ray", lambda *a, **k: pytest.fail("style retrained on resume"))
+    Pipeline(cfg, load_splits(cfg)).run()

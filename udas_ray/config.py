@@ -16,7 +16,7 @@ import difflib
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal, Optional, get_origin
+from typing import Any, Literal, Optional, Union, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -68,6 +68,13 @@ class ScenesData(Section):
     seed: int = 0
 
 
+class RareClassSampling(Section):
+    """DAFormer's rare-class sampling of source images: P(class c) ~ exp((1 - f_c) / T)."""
+
+    enabled: bool = False
+    temperature: float = Field(0.01, gt=0)
+
+
 class Data(Section):
     source: SourceData = SourceData()
     target: TargetData = TargetData()
@@ -78,6 +85,7 @@ class Data(Section):
     # Evaluate on at most this many target-val images (null = all).
     val_limit: Optional[int] = Field(None, ge=1)
     protocol: Literal["cityscapes19", "synthia16", "synthia13"] = "cityscapes19"
+    rare_class_sampling: RareClassSampling = RareClassSampling()
 
     @field_validator("image_size")
     @classmethod
@@ -130,9 +138,24 @@ class CutMix(Section):
     alpha: float = Field(1.0, gt=0)
 
 
+class Randomize(Section):
+    """Appearance randomization of source images (domain randomization as augmentation)."""
+
+    enabled: bool = False
+    channel_shuffle: float = Field(0.3, ge=0, le=1)  # probability of permuting R, G, B
+    grayscale: float = Field(0.1, ge=0, le=1)  # probability of dropping colour
+    brightness: float = Field(0.4, ge=0, le=1)
+    contrast: float = Field(0.4, ge=0, le=1)
+    saturation: float = Field(0.6, ge=0, le=1)
+    hue: float = Field(0.5, ge=0, le=0.5)
+    noise: float = Field(0.04, ge=0, le=1)  # largest noise sigma, fraction of 255
+    blur: float = Field(1.0, ge=0)  # largest blur sigma in pixels
+
+
 class Augment(Section):
     jitter: Jitter = Jitter()
     cutmix: CutMix = CutMix()
+    randomize: Randomize = Randomize()
     flip: bool = True  # random horizontal flips of training images
 
 
@@ -156,6 +179,13 @@ class SelfTraining(Section):
     rounds: int = Field(2, ge=0)
     init: Literal["teacher", "fresh"] = "teacher"
     steps: Optional[int] = Field(None, ge=1)  # student steps per round (null = train.steps)
+    # offline: the paper's rounds; ema: the online mean-teacher stage (DACS/DAFormer style)
+    # instead of them; both: rounds and the ema stage side by side in one summary.
+    mode: Literal["offline", "ema", "both"] = "offline"
+    noisy: bool = False  # noisy students: appearance randomization + ClassMix among target images
+    source_share: float = Field(0.0, ge=0, le=1)  # share of student examples drawn from the source
+    ema_decay: float = Field(0.99, ge=0, lt=1)
+    ema_threshold: float = Field(0.968, ge=0, le=1)  # confidence that counts toward the mix weight
 
 
 # -------------------------------------------------------------------------------- scaling
@@ -176,12 +206,74 @@ class Mlflow(Section):
     log_images_every: Optional[int] = Field(None, ge=1)  # null = only at the end
 
 
+# ---------------------------------------------------------------------------------- style
+class Style(Section):
+    """CycleGAN source -> target restyling before the teacher (the paper's "ST" step)."""
+
+    enabled: bool = False
+    steps: int = Field(1000, ge=1)
+    batch_size: int = Field(1, ge=1)
+    lr: float = Field(2e-4, gt=0)
+    beta1: float = Field(0.5, ge=0, lt=1)
+    lambda_cyc: float = Field(10.0, ge=0)
+    lambda_id: float = Field(0.5, ge=0)  # times lambda_cyc; 0 = off
+    ngf: int = Field(16, ge=1)  # the paper's setting: 64
+    n_blocks: int = Field(4, ge=0)  # the paper's setting: 9
+    ndf: int = Field(16, ge=1)  # the paper's setting: 64
+    n_layers: int = Field(3, ge=1)  # 3 = the 70x70 PatchGAN
+    pool_size: int = Field(50, ge=0)
+    image_size: Size = (96, 192)
+    sample_every: int = Field(250, ge=1)
+    checkpoint_every: int = Field(250, ge=1)
+    log_every: int = Field(50, ge=1)
+    translate_at: Literal["train_size", "original"] = "train_size"
+    translate_batch_size: int = Field(8, ge=1)
+    actors: int = Field(1, ge=1)
+    cpus_per_actor: float = Field(1.0, gt=0)
+
+    @field_validator("image_size")
+    @classmethod
+    def _divisible_by_4(cls, v):
+        if min(v) < 32 or any(x % 4 for x in v):
+            raise ValueError("both sides must be at least 32 and divisible by 4")
+        return v
+
+
 # ------------------------------------------------------------------------------------ run
 class Run(Section):
     dir: str = "runs/default"
     seed: int = 0
+    seeds: Optional[list[int]] = None  # run the pipeline once per seed; report mean ± std
     baselines: bool = True  # also train the source-only and oracle models
+    supervised: bool = False  # also train the supervised baseline on the labeled target only
     fresh: bool = False  # start over in a run.dir written by a different config
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, v):
+        if v is not None and (not v or len(set(v)) != len(v)):
+            raise ValueError("give a non-empty list of distinct seeds")
+        return v
+
+
+class Tune(Section):
+    """Ray Tune sweeps (jobs/sweep.py): ``space`` maps config keys to distributions,
+    e.g. ``loss.lambda_adv: {loguniform: [1e-4, 1e-2]}`` (also uniform, choice, grid)."""
+
+    num_samples: int = Field(4, ge=1)
+    max_concurrent_trials: int = Field(1, ge=1)
+    scheduler: Literal["asha", "fifo"] = "asha"
+    search: Literal["random", "optuna"] = "random"
+    grace_period: int = Field(1, ge=1)  # evaluations before ASHA may stop a trial
+    reduction_factor: int = Field(2, ge=2)
+    cpus_per_trial: float = Field(0.0, ge=0)  # the trial's own process; its stages ask for theirs
+    space: dict[str, Any] = {}
+
+
+class DataDependency(Section):
+    """jobs/data_dependency.py: labeled-target budgets as counts, "all", or fractions in (0, 1)."""
+
+    budgets: list[Union[int, float, str]] = ["all", 1000, 500, 100, 0]
 
 
 class Config(Section):
@@ -195,6 +287,9 @@ class Config(Section):
     self_training: SelfTraining = SelfTraining()
     scaling: Scaling = Scaling()
     mlflow: Mlflow = Mlflow()
+    style: Style = Style()
+    tune: Tune = Tune()
+    data_dependency: DataDependency = DataDependency()
 
     @model_validator(mode="after")
     def _cross_checks(self):
@@ -350,7 +445,16 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
-def read_yaml(path: str | Path) -> dict:
+def _merge(base: dict, top: dict) -> dict:
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def read_yaml(path: str | Path, _seen: tuple = ()) -> dict:
+    """A config file as a dict. ``extends: other.yaml`` (relative to the file) starts from
+    that file and overlays this one, so a sweep file only states what it changes."""
     path = Path(path)
     if not path.is_file():
         raise UdasError(f"{path}: config file not found")
@@ -362,6 +466,12 @@ def read_yaml(path: str | Path) -> dict:
         raise UdasError(f"{path}: not valid YAML{where}") from None
     if not isinstance(tree, dict):
         raise UdasError(f"{path}: the config must be a mapping of sections")
+    base = tree.pop("extends", None)
+    if base is not None:
+        base_path = (path.parent / str(base)).resolve()
+        if base_path in _seen:
+            raise UdasError(f"{path}: 'extends' loops back to {base_path}")
+        tree = _merge(read_yaml(base_path, _seen + (base_path,)), tree)
     return tree
 
 

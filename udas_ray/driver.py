@@ -19,7 +19,7 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from udas_ray import summary as summary_mod
@@ -28,14 +28,16 @@ from udas_ray.config import Config, diff, read_yaml, validate
 from udas_ray.data.splits import Splits
 from udas_ray.errors import UdasError
 from udas_ray.metrics import flat_metrics
-from udas_ray.stages import pseudo, segment
+from udas_ray.stages import pseudo, segment, style
 
 log = logging.getLogger("udas_ray")
 
 MANIFEST_FILE = "manifest.json"
 CONFIG_FILE = "config.yaml"
 # Keys that may change between a run and its resumption: how, not what, is computed.
-RESUMABLE_KEYS = ("run.fresh", "scaling", "data.verify", "mlflow.log_images_every", "pseudo.actors", "pseudo.cpus_per_actor", "pseudo.batch_size")
+RESUMABLE_KEYS = ("run.fresh", "scaling", "data.verify", "mlflow.log_images_every", "pseudo.actors",
+                  "pseudo.cpus_per_actor", "pseudo.batch_size", "style.actors", "style.cpus_per_actor",
+                  "style.translate_batch_size", "tune", "data_dependency")
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,11 @@ def plan(cfg: Config) -> list[StagePlan]:
     stages = []
     if cfg.run.baselines:
         stages.append(StagePlan("source_only", "source_only", True))
+    if cfg.style.enabled:
+        stages.append(StagePlan("style", "style", False))  # CycleGAN + restyling of the source
+        stages.append(StagePlan("style_transfer", "source_only", True))  # the "ST" row
+    if cfg.run.supervised and cfg.data.target.labeled > 0:
+        stages.append(StagePlan("supervised", "supervised", True))
     stages.append(StagePlan("teacher", "teacher", True))
     for r in range(1, cfg.self_training.rounds + 1):
         stages.append(StagePlan(f"pseudo_{r}", "pseudo", False, r))
@@ -113,8 +120,13 @@ class Manifest:
 
 # ---------------------------------------------------------------------------- pipeline
 class Pipeline:
-    def __init__(self, cfg: Config | dict, splits: Splits):
+    def __init__(self, cfg: Config | dict, splits: Splits, *, train_callbacks=None, run_name: str | None = None,
+                 tags: dict | None = None):
+        """``train_callbacks``: a function returning Ray Train callbacks for each stage's fit (a
+        sweep trial forwards evaluations to Tune this way); ``run_name``/``tags``: of the
+        MLflow parent run."""
         self.cfg = cfg if isinstance(cfg, Config) else Config.model_validate(cfg)
+        self.train_callbacks, self.run_name, self.tags = train_callbacks, run_name, tags or {}
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         self.splits = splits
         self.run_dir = Path(self.cfg.run.dir).resolve()
@@ -161,8 +173,9 @@ class Pipeline:
         try:
             run_id = manifest.data.get("parent_run_id")
             if not tracking.run_exists(self.uri, run_id):
-                run_id = tracking.create_run(self.uri, self.cfg.mlflow.experiment, f"udas {self.run_dir.name}",
-                                             tags={"run_dir": str(self.run_dir)})
+                run_id = tracking.create_run(self.uri, self.cfg.mlflow.experiment,
+                                             self.run_name or f"udas {self.run_dir.name}",
+                                             tags={"run_dir": str(self.run_dir), **self.tags})
                 manifest.data["parent_run_id"] = run_id
                 manifest.save()
                 tracking.RunLogger(self.uri, run_id).params(self.cfg.flat())
@@ -188,6 +201,8 @@ class Pipeline:
         try:
             if stage.kind == "pseudo":
                 fields = self._pseudo(stage, previous_model, run_id)
+            elif stage.kind == "style":
+                fields = self._style(run_id)
             else:
                 fields = self._segment(stage, previous_model, run_id)
         except BaseException:
@@ -207,15 +222,29 @@ class Pipeline:
             pseudo_labels = pseudo.pseudo_split(self.run_dir / "pseudo" / f"round_{stage.round}", self.splits.target_train)
             init = previous_model if cfg.self_training.init == "teacher" else None
             steps = cfg.self_training.steps
-        spec = segment.build_spec(cfg, self.splits, stage.kind, stage.name, out_dir,
+        splits = self.splits
+        if cfg.style.enabled and (stage.name == "style_transfer" or stage.kind == "teacher"):
+            splits = replace(splits, source=style.read_translated(self.run_dir / "style" / "source"))
+        spec = segment.build_spec(cfg, splits, stage.kind, stage.name, out_dir,
                                   pseudo=pseudo_labels, init=init, steps=steps)
-        from dataclasses import replace
-
         spec = replace(spec, tracking_uri=self.uri, mlflow_run_id=run_id)
-        metrics = segment.run_on_ray(cfg, spec, storage=self.run_dir / "ray")
+        callbacks = self.train_callbacks() if self.train_callbacks else None
+        metrics = segment.run_on_ray(cfg, spec, storage=self.run_dir / "ray", callbacks=callbacks)
         log.info("[%s] target-val mIoU %.2f  pixel accuracy %.2f", stage.name, metrics["miou"], metrics["pixel_accuracy"])
         metrics.pop("confusion", None)
         return {"model": str(out_dir / segment.MODEL_FILE), "metrics": metrics}
+
+    def _style(self, run_id: str | None) -> dict:
+        """Train the CycleGAN, then restyle the whole source set (reused on resume once written)."""
+        out_dir = self.run_dir / "stages" / "style"
+        params = style.StyleParams.from_config(self.cfg)
+        metrics = style.run_style_on_ray(self.cfg, self.splits.source, self.splits.target_train, out_dir,
+                                         self.run_dir / "ray", params=params, tracking_uri=self.uri, run_id=run_id)
+        translated = style.translate_source(metrics["generator"], self.splits.source, self.run_dir / "style" / "source",
+                                            params, self.cfg.style.actors, self.cfg.style.cpus_per_actor)
+        log.info("[style] restyled %d source images into %s", len(translated), translated.root)
+        return {"model": metrics["generator"], "restyled": translated.root,
+                "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))}}
 
     def _pseudo(self, stage: StagePlan, teacher_model: str | None, run_id: str | None) -> dict:
         final = self.run_dir / "pseudo" / f"round_{stage.round}"

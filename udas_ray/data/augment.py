@@ -93,3 +93,61 @@ def hflip(image: np.ndarray, label: np.ndarray | None = None):
     if label is None:
         return image[:, ::-1].copy()
     return image[:, ::-1].copy(), label[:, ::-1].copy()
+
+
+# ------------------------------------------------------------- appearance randomization
+def randomize_appearance(
+    image: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    channel_shuffle: float = 0.0,
+    grayscale: float = 0.0,
+    brightness: float = 0.0,
+    contrast: float = 0.0,
+    saturation: float = 0.0,
+    hue: float = 0.0,
+    noise: float = 0.0,
+    blur: float = 0.0,
+) -> np.ndarray:
+    """Domain randomization as augmentation: make colour a useless cue so the model learns shape.
+
+    ``channel_shuffle`` and ``grayscale`` are probabilities; the jitter strengths are as in
+    :func:`color_jitter`; ``noise`` is the largest Gaussian noise sigma as a fraction of 255;
+    ``blur`` the largest Gaussian blur sigma in pixels (both drawn uniformly per image).
+    """
+    out = image
+    if channel_shuffle > 0 and rng.random() < channel_shuffle:
+        out = out[..., rng.permutation(3)]
+    out = color_jitter(out, rng, brightness, contrast, saturation, hue)
+    if grayscale > 0 and rng.random() < grayscale:
+        grey = (out.astype(np.float32) @ _LUMA).round().clip(0, 255).astype(np.uint8)
+        out = np.repeat(grey[..., None], 3, axis=-1)
+    if blur > 0:
+        sigma = rng.uniform(0, blur)
+        if sigma > 0.3:
+            from PIL import Image, ImageFilter
+
+            out = np.asarray(Image.fromarray(out).filter(ImageFilter.GaussianBlur(sigma)))
+    if noise > 0:
+        sigma = rng.uniform(0, noise) * 255
+        out = (out.astype(np.float32) + rng.normal(0, sigma, out.shape)).clip(0, 255).round().astype(np.uint8)
+    return np.ascontiguousarray(out)
+
+
+# ------------------------------------------------------------------------------ ClassMix
+def classmix_mask(label: np.ndarray, rng: np.random.Generator, ignore: int = 255) -> np.ndarray:
+    """ClassMix (Olsson et al. 2021): a boolean mask of the pixels of half of the classes
+    present in ``label`` (chosen at random, at least one when any class is present)."""
+    present = np.unique(label)
+    present = present[present != ignore]
+    if len(present) == 0:
+        return np.zeros(label.shape, bool)
+    chosen = rng.choice(present, size=max(1, (len(present) + 1) // 2), replace=False)
+    return np.isin(label, chosen)
+
+
+def mix_with_mask(image_a, label_a, image_b, label_b, mask: np.ndarray):
+    """Pixels under ``mask`` from A, the rest from B (images and labels alike)."""
+    image = np.where(mask[..., None], image_a, image_b)
+    label = np.where(mask, label_a, label_b)
+    return image, label

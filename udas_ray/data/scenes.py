@@ -125,8 +125,8 @@ _PALETTES = {
         "building": [(188, 170, 140), (160, 150, 134), (150, 96, 76), (204, 198, 186), (112, 116, 124),
                      (178, 158, 132)],
         "window": [(58, 66, 76), (74, 82, 90), (96, 104, 112)],
-        "wall": [(154, 148, 138), (172, 164, 152)],
-        "fence": [(104, 100, 92), (130, 110, 84), (92, 98, 96)],
+        "wall": [(188, 186, 180), (136, 134, 128), (170, 152, 126)],
+        "fence": [(70, 76, 72), (128, 106, 78), (96, 104, 100)],
         "pole": [(98, 102, 102), (122, 124, 120)],
         "light_box": [(40, 42, 40)],
         "sign": [(232, 232, 228)],
@@ -135,18 +135,18 @@ _PALETTES = {
         "trunk": [(76, 64, 52)],
         "skin": [(206, 166, 140), (152, 112, 92)],
         "hair": [(42, 34, 30), (92, 72, 52)],
-        "cloth": [(40, 40, 46), (70, 62, 56), (32, 42, 70), (150, 142, 132), (96, 30, 34), (60, 70, 60),
-                  (200, 196, 188)],
+        "cloth": [(40, 40, 46), (70, 62, 56), (32, 42, 70), (150, 142, 132), (120, 36, 38), (60, 70, 60),
+                  (200, 196, 188), (58, 76, 116), (178, 160, 128), (118, 120, 126)],
         "car": [(44, 44, 46), (200, 200, 202), (152, 154, 158), (228, 228, 226), (40, 50, 74), (96, 26, 28),
                 (112, 106, 98)],
         "glass": [(46, 54, 62)],
         "tyre": [(30, 30, 32)],
         "lamp_rear": [(150, 30, 30)],
         "lamp_front": [(230, 226, 206)],
-        "truck": [(214, 214, 208), (72, 88, 112), (182, 172, 152)],
-        "truck_cab": [(202, 202, 198), (54, 62, 82)],
-        "bus": [(228, 224, 210), (212, 208, 198)],
-        "train": [(216, 208, 184), (190, 54, 48)],
+        "truck": [(218, 218, 212), (150, 152, 150), (182, 172, 152)],
+        "truck_cab": [(206, 206, 202), (54, 62, 82), (148, 44, 38)],
+        "bus": [(184, 62, 50), (224, 206, 144), (66, 102, 146)],
+        "train": [(212, 176, 70), (90, 128, 102), (204, 204, 198)],
         "moto": [(36, 36, 38), (126, 126, 130), (82, 22, 22)],
         "bike": [(30, 30, 32), (94, 94, 98), (62, 72, 92)],
         "hood": [(34, 36, 40)],
@@ -164,16 +164,16 @@ _LAYOUTS = {
         horizon=(0.32, 0.47), focal=(0.52, 0.70), cam_h=(1.6, 2.3), lanes=(2, 2, 3, 4), lane_w=(3.3, 3.9),
         sidewalk=(2.6, 5.5), terrain_p=0.35, terrain_w=(1.5, 5.0), setback=(0.0, 1.5), bld_h=(6.0, 28.0),
         bld_len=(8.0, 30.0), gap_p=0.2, cross_p=0.35, far=(110.0, 200.0), moving=0.9, parked_p=0.3,
-        parked_fill=0.45, persons=2.6, riders=0.55, parked_bikes=0.3, parked_motos=0.3, truck_p=0.2,
-        bus_p=0.16, train_p=0.09, tree_p=0.4, tree_step=(9.0, 18.0), bushes=1.2, walls=0.7, fences=0.7,
+        parked_fill=0.45, persons=2.6, riders=1.2, parked_bikes=1.0, parked_motos=0.7, truck_p=0.2,
+        bus_p=0.16, train_p=0.14, tree_p=0.4, tree_step=(9.0, 18.0), bushes=1.2, walls=1.2, fences=1.3,
         hedges=0.3, pole_step=(12.0, 28.0), signs=0.8, lights=0.5, ego_p=0.0, clouds=0.3,
     ),
     "target": dict(
         horizon=(0.40, 0.52), focal=(0.64, 0.84), cam_h=(1.15, 1.45), lanes=(1, 2, 2, 3), lane_w=(2.8, 3.3),
-        sidewalk=(2.4, 5.0), terrain_p=0.55, terrain_w=(1.5, 4.0), setback=(0.0, 0.8), bld_h=(11.0, 22.0),
+        sidewalk=(2.4, 5.0), terrain_p=0.6, terrain_w=(2.0, 5.0), setback=(0.0, 0.8), bld_h=(11.0, 22.0),
         bld_len=(10.0, 26.0), gap_p=0.07, cross_p=0.3, far=(80.0, 150.0), moving=0.7, parked_p=0.85,
-        parked_fill=0.7, persons=6.5, riders=0.7, parked_bikes=0.9, parked_motos=0.2, truck_p=0.1,
-        bus_p=0.08, train_p=0.07, tree_p=0.65, tree_step=(6.0, 12.0), bushes=1.5, walls=0.6, fences=0.8,
+        parked_fill=0.7, persons=6.5, riders=1.6, parked_bikes=1.6, parked_motos=0.7, truck_p=0.1,
+        bus_p=0.08, train_p=0.16, tree_p=0.65, tree_step=(6.0, 12.0), bushes=1.5, walls=1.4, fences=1.6,
         hedges=0.5, pole_step=(9.0, 20.0), signs=1.2, lights=0.6, ego_p=0.75, clouds=0.8,
     ),
 }
@@ -923,8 +923,9 @@ class _Scene:
         wb = 0.52 * s * d
         ring = _iround(0.07 * s)
         tyre = self.col("tyre")
-        for cx in (x - wb, x + wb):
-            self.ellipse(cx, yg - r, r * abs(d), r, tyre, lid, width=ring)
+        for cx in (x - wb, x + wb):  # the label covers the whole wheel, as in Cityscapes' polygons
+            self.ellipse(cx, yg - r, r * abs(d), r, tyre, width=ring)
+            self.dl.ellipse((cx - r * abs(d), yg - 2 * r, cx + r * abs(d), yg), fill=lid)
         fw = _iround(0.055 * s)
         rear, front = (x - wb, yg - r), (x + wb, yg - r)
         bb = (x - 0.05 * s * d, yg - 0.3 * s)
@@ -994,7 +995,7 @@ class _Scene:
         s = self.s(Z)
         x, yg = self.P(X, Z)
         c = self.col("pole")
-        wpx = _iround(0.15 * s)
+        wpx = _iround(0.2 * s)
         hp = {"lamp": self.u(5.0, 8.0), "sign": self.u(2.6, 3.4), "light": self.u(3.2, 4.2),
               "overhead": self.u(5.5, 6.5)}[kind]
         top = yg - hp * s
@@ -1025,7 +1026,7 @@ class _Scene:
 
     def _sign(self, x, y, s):
         cols = _SIGN_COLOURS[self.domain]
-        r = 0.33 * s
+        r = 0.38 * s
         if self.target and self.p(0.3):  # seen from behind
             self.ellipse(x, y, r, r, self.col("sign_back"), SIGN)
             return
@@ -1048,7 +1049,7 @@ class _Scene:
                        (x - 1.6 * r, y + 0.7 * r)], fill, SIGN)
 
     def _light(self, x, y, s):
-        bw, bh = 0.17 * s, 0.45 * s
+        bw, bh = 0.19 * s, 0.5 * s
         self.poly([(x - bw, y - bh), (x + bw, y - bh), (x + bw, y + bh), (x - bw, y + bh)], self.col("light_box"),
                   LIGHT)
         on = int(self.rng.integers(3))

@@ -115,7 +115,8 @@ def set_threads(cpus: float) -> None:
     os.environ["OMP_NUM_THREADS"] = str(threads)
 
 
-def fit(train_fn, train_config: dict, *, cfg, name: str, datasets: dict | None = None, storage: str | Path):
+def fit(train_fn, train_config: dict, *, cfg, name: str, datasets: dict | None = None, storage: str | Path,
+        callbacks=None):
     """Run ``train_fn`` on Ray Train workers as the config's ``scaling`` section says.
 
     Each stage gets its own run name under ``storage``: re-running the same name resumes from
@@ -141,6 +142,7 @@ def fit(train_fn, train_config: dict, *, cfg, name: str, datasets: dict | None =
             failure_config=ray.train.FailureConfig(max_failures=sc.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             logging_config=ray.train.LoggingConfig(log_level="WARNING"),
+            callbacks=callbacks or [],
         ),
         datasets=datasets or {},
     )

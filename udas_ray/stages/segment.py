@@ -47,6 +47,7 @@ log = logging.getLogger("udas_ray")
 KINDS = ("source_only", "teacher", "supervised", "oracle", "student")
 MODEL_FILE = "model.pt"
 METRICS_FILE = "metrics.json"
+HISTORY_FILE = "history.jsonl"
 
 
 @dataclass(frozen=True)
@@ -235,28 +236,23 @@ def segment_loop(cfg: Config, spec: SegmentSpec, batches: Iterable[dict], sessio
         progress.add(train_step(model, disc, opt, opt_d, batch, spec, cfg, session), wait)
         step += 1
         last = step == spec.steps
-        metrics = {"step": step}
+        metrics = {}
         if step % cfg.train.log_every == 0 or last:
-            summary = progress.summary()
-            tracker.metrics({**summary, "lr": lr}, step)
-            eta = (spec.steps - step) / max(summary["steps_per_s"], 1e-9)
-            terms = " ".join(f"{k}={v:.3f}" for k, v in summary.items() if k.startswith("loss"))
-            log.info("[%s] step %d/%d %.2f it/s data-wait %.0f%% %s lr=%.2e eta %s", spec.name, step,
-                     spec.steps, summary["steps_per_s"], 100 * summary["data_wait_share"], terms, lr,
-                     _duration(eta))
-            metrics.update(summary)
+            metrics.update(progress.summary(), lr=lr)
             progress.reset()
+            _log_progress(spec, step, metrics)
         if step % cfg.train.eval_every == 0 or last:
             result, cm = evaluate(model, spec, cache, cfg, session)
             val = flat_metrics(result, "val_")
-            tracker.metrics(val, step)
-            log.info("[%s] step %d val mIoU %.2f pixel acc %.2f", spec.name, step, result["miou"], result["pixel_accuracy"])
             metrics.update(val)
-        if step % cfg.train.checkpoint_every == 0 or last:
-            state = {"model": unwrap(model).state_dict(), "opt": opt.state_dict(), "step": step}
-            if disc is not None:
-                state.update(disc=disc.state_dict(), opt_d=opt_d.state_dict())
-            session.report(metrics, state if session.rank == 0 else None)
+            log.info("[%s] step %d val mIoU %.2f pixel acc %.2f", spec.name, step, result["miou"], result["pixel_accuracy"])
+        checkpoint = step % cfg.train.checkpoint_every == 0 or last
+        if metrics or checkpoint:  # every rank reports on the same steps: report is a barrier
+            tracker.metrics(metrics, step)
+            if session.rank == 0:
+                _append_jsonl(Path(spec.out_dir) / HISTORY_FILE, {"step": step, **metrics})
+            state = _training_state(model, opt, disc, opt_d, step) if checkpoint and session.rank == 0 else None
+            session.report({"step": step, **metrics}, state)
     if not val:  # restarted after its last checkpoint: nothing left to train, evaluate once more
         result, cm = evaluate(model, spec, cache, cfg, session)
         val = flat_metrics(result, "val_")
@@ -269,6 +265,32 @@ def segment_loop(cfg: Config, spec: SegmentSpec, batches: Iterable[dict], sessio
                                          **result, "confusion": cm.tolist()})
         _log_pictures(tracker, model, cache, cm, cfg, spec)
     return final
+
+
+def _training_state(model, opt, disc, opt_d, step: int) -> dict:
+    state = {"model": unwrap(model).state_dict(), "opt": opt.state_dict(), "step": step}
+    if disc is not None:
+        state.update(disc=disc.state_dict(), opt_d=opt_d.state_dict())
+    return state
+
+
+def _log_progress(spec: SegmentSpec, step: int, m: dict) -> None:
+    eta = (spec.steps - step) / max(m["steps_per_s"], 1e-9)
+    terms = " ".join(f"{k}={v:.3f}" for k, v in m.items() if k.startswith("loss"))
+    log.info("[%s] step %d/%d %.2f it/s data-wait %.0f%% %s lr=%.2e eta %s", spec.name, step, spec.steps,
+             m["steps_per_s"], 100 * m["data_wait_share"], terms, m["lr"], _duration(eta))
+
+
+def _append_jsonl(path: Path, record: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def read_history(out_dir: str | Path) -> list[dict]:
+    """The stage's log windows and evaluations, one dict per reported step."""
+    path = Path(out_dir) / HISTORY_FILE
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
 
 
 def _duration(seconds: float) -> str:
@@ -352,11 +374,11 @@ def ray_worker_loop(config: dict) -> dict:
     return segment_loop(cfg, spec, batches(), RaySession())
 
 
-def run_on_ray(cfg: Config, spec: SegmentSpec, storage: str | Path) -> dict:
+def run_on_ray(cfg: Config, spec: SegmentSpec, storage: str | Path, callbacks=None) -> dict:
     """Fit the stage with Ray Train; returns its final metrics (from ``metrics.json``)."""
     workers = cfg.scaling.num_workers
     result = fit(ray_worker_loop, {"cfg": cfg.to_dict(), "spec": spec}, cfg=cfg, name=spec.name,
-                 datasets={"train": training_dataset(cfg, spec, workers)}, storage=storage)
+                 datasets={"train": training_dataset(cfg, spec, workers)}, storage=storage, callbacks=callbacks)
     if result.error:
         raise result.error
     return read_metrics(spec.out_dir)
