@@ -52,15 +52,20 @@ def plan(cfg: Config) -> list[StagePlan]:
     stages = []
     if cfg.run.baselines:
         stages.append(StagePlan("source_only", "source_only", True))
+        if cfg.augment.randomize.enabled or cfg.data.rare_class_sampling.enabled:
+            stages.append(StagePlan("source_randomized", "source_randomized", True))
     if cfg.style.enabled:
         stages.append(StagePlan("style", "style", False))  # CycleGAN + restyling of the source
         stages.append(StagePlan("style_transfer", "source_only", True))  # the "ST" row
     if cfg.run.supervised and cfg.data.target.labeled > 0:
         stages.append(StagePlan("supervised", "supervised", True))
     stages.append(StagePlan("teacher", "teacher", True))
-    for r in range(1, cfg.self_training.rounds + 1):
-        stages.append(StagePlan(f"pseudo_{r}", "pseudo", False, r))
-        stages.append(StagePlan(f"round_{r}", "student", True, r))
+    if cfg.self_training.mode in ("offline", "both"):
+        for r in range(1, cfg.self_training.rounds + 1):
+            stages.append(StagePlan(f"pseudo_{r}", "pseudo", False, r))
+            stages.append(StagePlan(f"round_{r}", "student", True, r))
+    if cfg.self_training.mode in ("ema", "both"):
+        stages.append(StagePlan("ema", "ema", True))
     if cfg.run.baselines:
         stages.append(StagePlan("oracle", "oracle", True))
     return stages
@@ -147,15 +152,17 @@ class Pipeline:
         (self.run_dir / CONFIG_FILE).write_text(cfg.to_yaml())
         manifest = Manifest(self.run_dir / MANIFEST_FILE)
         parent = self._parent_run(manifest)
-        rows, previous_model = [], None
+        rows, previous_model, teacher_model = [], None, None
         for stage in plan(cfg):
             if manifest.done(stage.name):
                 log.info("[%s] done before: reusing it", stage.name)
             else:
-                self._run_stage(stage, manifest, parent, previous_model)
+                self._run_stage(stage, manifest, parent, teacher_model if stage.kind == "ema" else previous_model)
             entry = manifest.stage(stage.name)
             if stage.kind in ("teacher", "student"):
                 previous_model = entry["model"]
+            if stage.kind == "teacher":
+                teacher_model = entry["model"]
             if stage.row:
                 rows.append(summary_mod.stage_row(stage.name, entry["metrics"]))
         result = summary_mod.build(rows, run_dir=str(self.run_dir), config_fingerprint=cfg.fingerprint())
@@ -220,6 +227,7 @@ class Pipeline:
         pseudo_labels, init, steps = None, None, None
         if stage.kind == "student":
             pseudo_labels = pseudo.pseudo_split(self.run_dir / "pseudo" / f"round_{stage.round}", self.splits.target_train)
+        if stage.kind in ("student", "ema"):
             init = previous_model if cfg.self_training.init == "teacher" else None
             steps = cfg.self_training.steps
         splits = self.splits

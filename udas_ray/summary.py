@@ -27,24 +27,32 @@ def stage_row(name: str, metrics: dict) -> dict:
     }
 
 
-def gap_closed(rows: list[dict], final: str | None = None) -> float | None:
-    """(final - source_only) / (oracle - source_only), the share of the domain gap closed."""
+def gap_closed(rows: list[dict], final: str) -> float | None:
+    """(final - source_only) / (oracle - source_only) in percent: the share of the gap closed."""
     by_name = {r["name"]: r["miou"] for r in rows}
-    if "source_only" not in by_name or "oracle" not in by_name:
-        return None
-    adapted = [r["name"] for r in rows if r["name"] not in ("source_only", "oracle")]
-    final = final or (adapted[-1] if adapted else None)
-    if final is None or final not in by_name:
+    if not {"source_only", "oracle", final} <= set(by_name):
         return None
     gap = by_name["oracle"] - by_name["source_only"]
     return None if gap <= 0 else 100.0 * (by_name[final] - by_name["source_only"]) / gap
 
 
+def final_stage(rows: list[dict]) -> str | None:
+    """The method's result: the last round (or the teacher when there are no rounds)."""
+    names = [r["name"] for r in rows]
+    rounds = [n for n in names if n.startswith("round_")]
+    return rounds[-1] if rounds else ("teacher" if "teacher" in names else None)
+
+
 def build(rows: list[dict], **extra) -> dict:
+    """The summary: rows, each adapted row's share of the gap closed, and the final one's."""
+    for row in rows:
+        if row["name"] not in ("source_only", "oracle"):
+            row["gap_closed"] = gap_closed(rows, row["name"])
     summary = {"stages": rows, **extra}
-    closed = gap_closed(rows)
-    if closed is not None:
-        summary["gap_closed"] = closed
+    final = final_stage(rows)
+    if final is not None and gap_closed(rows, final) is not None:
+        summary["final_stage"] = final
+        summary["gap_closed"] = gap_closed(rows, final)
     return summary
 
 
@@ -77,10 +85,13 @@ def table(summary: dict) -> str:
     """A fixed-width table of every stage's mIoU and pixel accuracy (mean ± std when seeded)."""
     rows = summary["stages"]
     width = max([len("stage")] + [len(r["name"]) for r in rows])
-    lines = [f"{'stage':<{width}}  {'mIoU':>15}  {'pixel acc':>15}", "-" * (width + 34)]
+    lines = [f"{'stage':<{width}}  {'mIoU':>15}  {'pixel acc':>15}  {'gap closed':>10}", "-" * (width + 46)]
     for r in rows:
+        gap = r.get("gap_closed")
         lines.append(f"{r['name']:<{width}}  {_fmt(r['miou'], r.get('miou_std')):>15}  "
-                     f"{_fmt(r['pixel_accuracy'], r.get('pixel_accuracy_std')):>15}")
+                     f"{_fmt(r['pixel_accuracy'], r.get('pixel_accuracy_std')):>15}  "
+                     f"{'' if gap is None else f'{gap:9.1f}%':>10}")
     if summary.get("gap_closed") is not None:
-        lines.append(f"gap closed (final vs source_only..oracle): {summary['gap_closed']:.1f}%")
+        lines.append(f"gap closed by {summary['final_stage']}: (final - source_only) / (oracle - source_only) "
+                     f"= {summary['gap_closed']:.1f}%")
     return "\n".join(lines)

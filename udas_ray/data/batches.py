@@ -40,6 +40,9 @@ class Streams:
     mix_source: list[Item] = field(default_factory=list)
     mix_target: list[Item] = field(default_factory=list)
     adv: list[Item] = field(default_factory=list)
+    sup_weights: list[float] | None = None  # sampling probabilities of ``sup`` (rare-class sampling)
+    extra: list[Item] = field(default_factory=list)  # drawn instead of ``sup`` with ``extra_share``
+    extra_share: float = 0.0
 
     @property
     def has_mix(self) -> bool:
@@ -59,11 +62,15 @@ class AugmentParams:
     hue: float = 0.0
     cutmix_alpha: float = 1.0
     jitter_sup: bool = False  # jitter the supervised stream too (the mix stream always is)
+    randomize: dict | None = None  # appearance randomization of the supervised stream (replaces jitter)
+    classmix_sup: bool = False  # ClassMix two supervised examples (a noisy student's target images)
 
     @classmethod
-    def from_config(cls, cfg, jitter_sup: bool = False) -> "AugmentParams":
-        j = cfg.augment.jitter
-        return cls(cfg.augment.flip, j.brightness, j.contrast, j.saturation, j.hue, cfg.augment.cutmix.alpha, jitter_sup)
+    def from_config(cls, cfg, jitter_sup: bool = False, randomize: bool = False, classmix_sup: bool = False):
+        j, r = cfg.augment.jitter, cfg.augment.randomize
+        strengths = r.model_dump(exclude={"enabled"}) if randomize else None
+        return cls(cfg.augment.flip, j.brightness, j.contrast, j.saturation, j.hue, cfg.augment.cutmix.alpha,
+                   jitter_sup, strengths, classmix_sup)
 
 
 def load_item(item: Item, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
@@ -101,12 +108,26 @@ class BatchBuilder:
             return augment.hflip(image, label) if label is not None else (augment.hflip(image), None)
         return image, label
 
+    def _draw_sup(self, rng: np.random.Generator) -> Item:
+        s = self.streams
+        if s.extra and rng.random() < s.extra_share:
+            return s.extra[rng.integers(len(s.extra))]
+        if s.sup_weights is not None:
+            return s.sup[rng.choice(len(s.sup), p=s.sup_weights)]
+        return s.sup[rng.integers(len(s.sup))]
+
     def example(self, slot: int) -> dict[str, np.ndarray]:
-        s, rng = self.streams, self._rng(slot)
+        s, p, rng = self.streams, self.params, self._rng(slot)
         out = {}
-        image, label = load_item(s.sup[rng.integers(len(s.sup))], s.sup_size)
+        image, label = load_item(self._draw_sup(rng), s.sup_size)
+        if p.classmix_sup:  # half the classes of this example pasted onto another one
+            other_image, other_label = load_item(self._draw_sup(rng), s.sup_size)
+            mask = augment.classmix_mask(label, rng)
+            image, label = augment.mix_with_mask(image, label, other_image, other_label, mask)
         image, label = self._flip(rng, image, label)
-        if self.params.jitter_sup:
+        if p.randomize:
+            image = augment.randomize_appearance(image, rng, **p.randomize)
+        elif p.jitter_sup:
             image = self._jitter(image, rng)
         out["sup_image"], out["sup_label"] = image, label
         if s.has_mix:

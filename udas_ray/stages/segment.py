@@ -5,7 +5,10 @@
 What a stage trains on is decided by :func:`build_spec` from its kind:
 
   source_only  source labels only (the "no adaptation" row)
+  source_randomized  the same with appearance randomization (and rare-class sampling)
   teacher      source labels + CutMix with labeled target (if any) + the adversarial term
+  ema          the online alternative: a mean teacher labels target images mixed with source
+               ones by ClassMix (DACS / DAFormer), instead of offline rounds
   supervised   labeled target only (the SL baseline of the data-dependency experiment)
   oracle       every target-train label (the upper bound)
   student      pseudo-labeled target (+ labeled target), no adversary
@@ -39,12 +42,13 @@ from udas_ray.errors import UdasError
 from udas_ray.inference import SplitCache, predict_probs, split_confusion, to_input
 from udas_ray.metrics import flat_metrics, scores
 from udas_ray.models import build_discriminator, build_segmenter, param_groups
+from udas_ray.stages import ema
 from udas_ray.stages.runtime import PlainSession, RaySession, Session, fit, set_threads
 from udas_ray import tracking
 
 log = logging.getLogger("udas_ray")
 
-KINDS = ("source_only", "teacher", "supervised", "oracle", "student")
+KINDS = ("source_only", "source_randomized", "teacher", "supervised", "oracle", "student", "ema")
 MODEL_FILE = "model.pt"
 METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.jsonl"
@@ -67,23 +71,38 @@ class SegmentSpec:
     extra: dict = field(default_factory=dict)  # stage-specific notes for the log
 
 
+def _source_weights(cfg: Config, source: list[Item]) -> list[float] | None:
+    rcs = cfg.data.rare_class_sampling
+    if not rcs.enabled:
+        return None
+    from udas_ray.data.sampling import cached_class_pixel_counts, rare_class_weights
+
+    counts = cached_class_pixel_counts(source, cfg.source_size, Path(cfg.run.dir) / "cache")
+    return rare_class_weights(counts, rcs.temperature).tolist()
+
+
 def build_spec(cfg: Config, splits: Splits, kind: str, name: str, out_dir: str | Path, *,
                pseudo: Split | None = None, init: str | None = None, steps: int | None = None) -> SegmentSpec:
-    """Decide the streams and loss weights of a stage from its kind and the data."""
+    """Decide the streams, augmentation and loss weights of a stage from its kind and the data."""
     if kind not in KINDS:
         raise ValueError(f"unknown stage kind {kind!r}")
-    target_size = tuple(cfg.data.image_size)
+    target_size, source = tuple(cfg.data.image_size), items(splits.source)
     labeled = items(splits.target_labeled)
+    randomized = cfg.augment.randomize.enabled and kind in ("source_randomized", "teacher", "ema")
     lambda_adv, lambda_cm = 0.0, 0.0
-    mix_source, mix_target, adv = [], [], []
-    if kind in ("source_only", "teacher"):
-        sup, sup_size = items(splits.source), cfg.source_size
+    mix_source, mix_target, adv, weights, extra = [], [], [], None, []
+    if kind in ("source_only", "source_randomized", "teacher", "ema"):
+        sup, sup_size = source, cfg.source_size
+        if kind != "source_only":  # the paper's "no adaptation" row stays plain
+            weights = _source_weights(cfg, source)
         if kind == "teacher":
             lambda_adv, lambda_cm = cfg.loss.lambda_adv, cfg.loss.lambda_cm
             if lambda_cm > 0 and labeled:
-                mix_source, mix_target = items(splits.source), labeled
-            if lambda_adv > 0:
-                adv = items(splits.target_train.without_labels())
+                mix_source, mix_target = source, labeled
+        if (kind == "teacher" and lambda_adv > 0) or kind == "ema":
+            adv = items(splits.target_train.without_labels())
+        if kind == "ema":
+            sup_size = target_size  # source and target pixels are mixed
     elif kind == "supervised":
         if not labeled:
             raise UdasError(f"stage {name}: the supervised baseline needs labeled target images; set data.target.labeled > 0")
@@ -96,14 +115,19 @@ def build_spec(cfg: Config, splits: Splits, kind: str, name: str, out_dir: str |
         if pseudo is None or not len(pseudo):
             raise UdasError(f"stage {name}: no pseudo-labeled target images to train the student on")
         sup, sup_size = items(pseudo) + labeled, target_size
+        if cfg.self_training.source_share > 0:
+            extra = source
+    noisy = kind == "student" and cfg.self_training.noisy
     return SegmentSpec(
         name=name,
         kind=kind,
-        streams=Streams(sup, tuple(sup_size), target_size, mix_source, mix_target, adv),
-        augment=AugmentParams.from_config(cfg, jitter_sup=kind == "student"),
+        streams=Streams(sup, tuple(sup_size), target_size, mix_source, mix_target, adv, weights, extra,
+                        cfg.self_training.source_share if extra else 0.0),
+        augment=AugmentParams.from_config(cfg, jitter_sup=kind == "student", randomize=randomized or noisy,
+                                          classmix_sup=noisy),
         val=items(splits.target_val),
         steps=steps or cfg.train.steps,
-        lambda_adv=lambda_adv if adv else 0.0,
+        lambda_adv=lambda_adv if (adv and kind == "teacher") else 0.0,
         lambda_cm=lambda_cm if mix_target else 0.0,
         out_dir=str(out_dir),
         init=init,
@@ -201,10 +225,13 @@ def segment_loop(cfg: Config, spec: SegmentSpec, batches: Iterable[dict], sessio
     opt = torch.optim.SGD(param_groups(model, cfg.train.lr), lr=cfg.train.lr,
                           momentum=cfg.train.momentum, weight_decay=cfg.train.weight_decay)
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.train.lr_discriminator, betas=(0.9, 0.99)) if disc else None
+    teacher = ema.make_teacher(model) if spec.kind == "ema" else None  # the mean teacher
     step = resumed_from = 0
     state = session.restore()
     if state is not None:
         load_state_into(model, state["model"], f"{spec.name} checkpoint")
+        if teacher is not None:
+            teacher.load_state_dict(state["ema"])
         opt.load_state_dict(state["opt"])
         if disc is not None:
             disc.load_state_dict(state["disc"])
@@ -212,6 +239,9 @@ def segment_loop(cfg: Config, spec: SegmentSpec, batches: Iterable[dict], sessio
         step = resumed_from = state["step"]
         log.info("[%s] resuming at step %d/%d from its last checkpoint", spec.name, step, spec.steps)
     model = session.prepare(model)
+    if teacher is not None:
+        teacher = teacher.to(session.device)
+    scored = teacher if teacher is not None else model  # what is evaluated and saved
     if disc is not None:
         disc = disc.to(session.device)
     tracker = tracking.logger_for(spec.tracking_uri, spec.mlflow_run_id, session.rank)
@@ -233,7 +263,10 @@ def segment_loop(cfg: Config, spec: SegmentSpec, batches: Iterable[dict], sessio
         if opt_d is not None:
             for group in opt_d.param_groups:
                 group["lr"] = poly_lr(cfg.train.lr_discriminator, step, spec.steps, cfg.train.poly_power)
-        progress.add(train_step(model, disc, opt, opt_d, batch, spec, cfg, session), wait)
+        if teacher is not None:
+            progress.add(ema.ema_step(model, teacher, opt, batch, step, cfg, session.device), wait)
+        else:
+            progress.add(train_step(model, disc, opt, opt_d, batch, spec, cfg, session), wait)
         step += 1
         last = step == spec.steps
         metrics = {}
@@ -242,7 +275,7 @@ def segment_loop(cfg: Config, spec: SegmentSpec, batches: Iterable[dict], sessio
             progress.reset()
             _log_progress(spec, step, metrics)
         if step % cfg.train.eval_every == 0 or last:
-            result, cm = evaluate(model, spec, cache, cfg, session)
+            result, cm = evaluate(scored, spec, cache, cfg, session)
             val = flat_metrics(result, "val_")
             metrics.update(val)
             log.info("[%s] step %d val mIoU %.2f pixel acc %.2f", spec.name, step, result["miou"], result["pixel_accuracy"])
@@ -251,24 +284,26 @@ def segment_loop(cfg: Config, spec: SegmentSpec, batches: Iterable[dict], sessio
             tracker.metrics(metrics, step)
             if session.rank == 0:
                 _append_jsonl(Path(spec.out_dir) / HISTORY_FILE, {"step": step, **metrics})
-            state = _training_state(model, opt, disc, opt_d, step) if checkpoint and session.rank == 0 else None
+            state = _training_state(model, opt, disc, opt_d, teacher, step) if checkpoint and session.rank == 0 else None
             session.report({"step": step, **metrics}, state)
     if not val:  # restarted after its last checkpoint: nothing left to train, evaluate once more
-        result, cm = evaluate(model, spec, cache, cfg, session)
+        result, cm = evaluate(scored, spec, cache, cfg, session)
         val = flat_metrics(result, "val_")
     final = {**val, "seconds": time.perf_counter() - started}
     if session.rank == 0:
         out = Path(spec.out_dir)
-        save_model(out / MODEL_FILE, model, model_name=cfg.model.name, num_classes=NUM_CLASSES,
+        save_model(out / MODEL_FILE, scored, model_name=cfg.model.name, num_classes=NUM_CLASSES,
                    model_options=options, stage=spec.name, step=step, config=cfg.to_dict())
         _write_json(out / METRICS_FILE, {"stage": spec.name, "step": step, "resumed_from": resumed_from,
                                          **result, "confusion": cm.tolist()})
-        _log_pictures(tracker, model, cache, cm, cfg, spec)
+        _log_pictures(tracker, scored, cache, cm, cfg, spec)
     return final
 
 
-def _training_state(model, opt, disc, opt_d, step: int) -> dict:
+def _training_state(model, opt, disc, opt_d, teacher, step: int) -> dict:
     state = {"model": unwrap(model).state_dict(), "opt": opt.state_dict(), "step": step}
+    if teacher is not None:
+        state["ema"] = teacher.state_dict()
     if disc is not None:
         state.update(disc=disc.state_dict(), opt_d=opt_d.state_dict())
     return state

@@ -1,0 +1,105 @@
+"""What makes the rounds pay off: randomization, rare-class sampling, noisy students, the
+mean teacher. Pure functions checked on hand-built inputs."""
+
+import numpy as np
+import pytest
+import torch
+
+from udas_ray.data import augment
+from udas_ray.data.sampling import class_probabilities, rare_class_weights
+from udas_ray.data.splits import load_splits
+from udas_ray.stages import ema, segment
+
+
+def test_randomization_changes_appearance_but_only_takes_images():
+    rng = np.random.default_rng(0)
+    image = np.random.default_rng(1).integers(0, 255, (16, 24, 3)).astype(np.uint8)
+    out = augment.randomize_appearance(image, rng, channel_shuffle=1.0, grayscale=0.0, noise=0.1, blur=1.0)
+    assert out.shape == image.shape and out.dtype == np.uint8 and not np.array_equal(out, image)
+    grey = augment.randomize_appearance(image, rng, grayscale=1.0)
+    assert np.array_equal(grey[..., 0], grey[..., 1]) and np.array_equal(grey[..., 1], grey[..., 2])
+    assert np.array_equal(augment.randomize_appearance(image, rng), image)  # all strengths 0: identity
+
+
+def test_classmix_takes_half_the_classes_of_a():
+    rng = np.random.default_rng(0)
+    label_a = np.array([[0, 0, 1, 1], [2, 2, 3, 255]])
+    mask = augment.classmix_mask(label_a, rng)
+    chosen = set(np.unique(label_a[mask]))
+    assert len(chosen) == 2 and 255 not in chosen  # half of {0, 1, 2, 3}
+    assert all((label_a == c).sum() == (label_a[mask] == c).sum() for c in chosen)  # whole classes
+    image_a, image_b = np.zeros((2, 4, 3), np.uint8), np.full((2, 4, 3), 9, np.uint8)
+    label_b = np.full((2, 4), 7)
+    image, label = augment.mix_with_mask(image_a, label_a, image_b, label_b, mask)
+    assert np.all(image[mask] == 0) and np.all(image[~mask] == 9)
+    assert np.all(label[mask] == label_a[mask]) and np.all(label[~mask] == 7)
+
+
+def test_rare_classes_are_drawn_more_often():
+    # Image 0: all road. Image 1: road + a few pole pixels. Image 2: road.
+    counts = np.zeros((3, 19), np.int64)
+    counts[:, 0] = [100, 90, 100]
+    counts[1, 5] = 10
+    p = class_probabilities(counts, temperature=0.01)
+    assert p[5] > 0.99 and p[1] == 0  # pole is rare, sidewalk absent
+    w = rare_class_weights(counts, temperature=0.01)
+    assert w.sum() == pytest.approx(1.0) and w[1] > 0.9 and w[0] == pytest.approx(w[2])
+    # A very high temperature: both present classes equally likely (1/2 each);
+    # road is in all 3 images, pole only in image 1: w = (1/6, 1/6 + 1/2, 1/6).
+    assert np.allclose(rare_class_weights(counts, temperature=1e9), [1 / 6, 2 / 3, 1 / 6])
+
+
+def test_noisy_student_and_source_share(tiny_cfg, tmp_path):
+    from udas_ray.data.readers import Split
+
+    cfg = tiny_cfg.override({"self_training.noisy": True, "self_training.source_share": 0.25})
+    splits = load_splits(cfg)
+    pseudo = Split("pseudo", "x", "train", splits.target_train.samples, "labelids")
+    spec = segment.build_spec(cfg, splits, "student", "round_1", tmp_path, pseudo=pseudo)
+    assert spec.augment.randomize and spec.augment.classmix_sup
+    assert spec.streams.extra_share == 0.25 and len(spec.streams.extra) == len(splits.source)
+    plain = segment.build_spec(tiny_cfg, splits, "student", "round_1", tmp_path, pseudo=pseudo)
+    assert not plain.augment.randomize and not plain.streams.extra
+
+
+def test_randomization_and_rare_class_sampling_leave_source_only_plain(tiny_cfg, tmp_path):
+    cfg = tiny_cfg.override({"augment.randomize.enabled": True, "data.rare_class_sampling.enabled": True})
+    splits = load_splits(cfg)
+    plain = segment.build_spec(cfg, splits, "source_only", "source_only", tmp_path)
+    assert plain.augment.randomize is None and plain.streams.sup_weights is None
+    randomized = segment.build_spec(cfg, splits, "source_randomized", "source_randomized", tmp_path)
+    assert randomized.augment.randomize and len(randomized.streams.sup_weights) == len(splits.source)
+    teacher = segment.build_spec(cfg, splits, "teacher", "teacher", tmp_path)
+    assert teacher.augment.randomize and teacher.streams.sup_weights is not None
+
+
+def test_mean_teacher_update():
+    student, teacher = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
+    torch.nn.init.constant_(student.weight, 1.0)
+    torch.nn.init.constant_(teacher.weight, 0.0)
+    ema.update_teacher(teacher, student, step=0, decay=0.99)  # alpha = min(0, .99) = 0: copy
+    assert torch.allclose(teacher.weight, torch.ones(1, 2))
+    torch.nn.init.constant_(teacher.weight, 0.0)
+    ema.update_teacher(teacher, student, step=1000, decay=0.9)  # alpha = 0.9
+    assert torch.allclose(teacher.weight, torch.full((1, 2), 0.1))
+
+
+def test_classmix_masks_cover_whole_classes():
+    labels = torch.tensor([[[0, 0, 1, 1], [2, 2, 255, 255]]])
+    mask = ema.classmix_masks(labels, torch.Generator().manual_seed(0))
+    kept = labels[mask.bool()].unique().tolist()
+    assert len(kept) == 2 and 255 not in kept
+    for c in kept:
+        assert bool(mask[labels == c].all())
+
+
+def test_ema_stage_trains_and_saves_the_mean_teacher(tiny_cfg, tmp_path):
+    splits = load_splits(tiny_cfg)
+    spec = segment.build_spec(tiny_cfg, splits, "ema", "ema", tmp_path / "ema")
+    assert spec.streams.has_adv and spec.lambda_adv == 0
+    segment.run_plain(tiny_cfg, spec, checkpoint_dir=tmp_path / "ckpt")
+    history = segment.read_history(tmp_path / "ema")
+    assert "loss_mix" in history[-1] and 0 <= history[-1]["mix_quality"] <= 1
+    state = torch.load(tmp_path / "ckpt" / "state.pt", weights_only=False)
+    saved = torch.load(tmp_path / "ema" / "model.pt", weights_only=False)["state_dict"]
+    assert all(torch.equal(saved[k], v) for k, v in state["ema"].items())  # the teacher is the output
