@@ -7,7 +7,7 @@ RUN    ?= runs/default
 ARGS   ?=
 PYTEST ?=
 
-.PHONY: setup run test ui bench clean
+.PHONY: setup browser run test ui bench clean
 
 # torch first, from the CPU wheel: installed after, a dependency would pull a multi-GB CUDA build.
 $(VENV)/.installed: pyproject.toml
@@ -21,7 +21,13 @@ setup: $(VENV)/.installed
 run: setup
 	$(PY) jobs/self_train.py run.dir=$(RUN) $(ARGS)
 
-test: setup
+# The UI test looks at the MLflow UI in headless Chromium (Debian's package).
+browser:
+	@command -v chromium >/dev/null 2>&1 || apt-get install -y -qq chromium >/dev/null 2>&1 \
+		|| (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1) \
+		|| echo "chromium could not be installed: the MLflow UI test will be skipped"
+
+test: setup browser
 	$(PY) -m pytest -q $(PYTEST)
 
 ui: setup

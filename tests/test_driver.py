@@ -108,3 +108,34 @@ def test_style_transfer_runs_first_feeds_the_teacher_and_is_skipped_on_resume(ra
 
     monkeypatch.setattr(style, "run_style_on_ray", lambda *a, **k: pytest.fail("style retrained on resume"))
     Pipeline(cfg, load_splits(cfg)).run()
+
+
+def test_seed_summaries_aggregate_to_mean_and_sample_std():
+    from udas_ray import summary
+
+    def run(seed, teacher, final):
+        rows = [{"name": n, "miou": m, "pixel_accuracy": 50.0 + m / 10, "per_class_iou": {"road": m, "train": None}}
+                for n, m in (("source_only", 10.0), ("teacher", teacher), ("round_1", final), ("oracle", 50.0))]
+        return summary.build(rows, run_dir=f"r/seed_{seed}")
+
+    agg = summary.aggregate({0: run(0, 20.0, 30.0), 1: run(1, 22.0, 34.0), 2: run(2, 24.0, 32.0)})
+    rows = {r["name"]: r for r in agg["stages"]}
+    assert rows["teacher"]["miou"] == pytest.approx(22.0) and rows["teacher"]["miou_std"] == pytest.approx(2.0)
+    assert rows["round_1"]["miou"] == pytest.approx(32.0) and rows["round_1"]["miou_std"] == pytest.approx(2.0)
+    assert rows["round_1"]["per_class_iou"] == {"road": pytest.approx(32.0), "train": None}
+    # gap closed per seed: 50, 60, 55 % -> 55 ± 5
+    assert agg["gap_closed"] == pytest.approx(55.0) and agg["gap_closed_std"] == pytest.approx(5.0)
+    assert agg["seeds"] == [0, 1, 2] and all(r["checkpoint"] == "last" for r in agg["stages"])
+    text = summary.table(agg)
+    assert "32.00 ±  2.00" in text and "mean ± std over seeds [0, 1, 2]" in text
+
+
+def test_budgets_resolve_counts_fractions_and_all():
+    from udas_ray.budgets import resolve_budgets
+
+    assert resolve_budgets(["all", 1000, 500, 100, 0], 2975) == [2975, 1000, 500, 100, 0]
+    assert resolve_budgets(["all", 0.336, 0.168, 0.034, 0], 600) == [600, 202, 101, 20, 0]
+    with pytest.raises(UdasError, match="3000 labeled images asked for but the target train split holds 2975"):
+        resolve_budgets([3000], 2975)
+    with pytest.raises(UdasError, match="'some'"):
+        resolve_budgets(["some"], 10)

@@ -244,6 +244,7 @@ class Run(Section):
     dir: str = "runs/default"
     seed: int = 0
     seeds: Optional[list[int]] = None  # run the pipeline once per seed; report mean ± std
+    concurrent_seeds: int = Field(1, ge=1)  # pipelines of run.seeds in flight at once
     baselines: bool = True  # also train the source-only and oracle models
     supervised: bool = False  # also train the supervised baseline on the labeled target only
     fresh: bool = False  # start over in a run.dir written by a different config

@@ -92,6 +92,45 @@ def table(summary: dict) -> str:
                      f"{_fmt(r['pixel_accuracy'], r.get('pixel_accuracy_std')):>15}  "
                      f"{'' if gap is None else f'{gap:9.1f}%':>10}")
     if summary.get("gap_closed") is not None:
+        spread = f" ± {summary['gap_closed_std']:.1f}" if summary.get("gap_closed_std") is not None else ""
         lines.append(f"gap closed by {summary['final_stage']}: (final - source_only) / (oracle - source_only) "
-                     f"= {summary['gap_closed']:.1f}%")
+                     f"= {summary['gap_closed']:.1f}{spread}%")
+    if summary.get("seeds"):
+        lines.append(f"mean ± std over seeds {summary['seeds']} (each seed's last checkpoint)")
     return "\n".join(lines)
+
+
+def aggregate(per_seed: dict[int, dict]) -> dict:
+    """Mean ± sample std per stage over seeds (rows of the stages every seed has)."""
+    import statistics
+
+    seeds = sorted(per_seed)
+    names = [r["name"] for r in per_seed[seeds[0]]["stages"]]
+    rows = []
+    for name in names:
+        runs = [next(r for r in per_seed[s]["stages"] if r["name"] == name) for s in seeds]
+
+        def mean_std(values):
+            values = [v for v in values if v is not None and math.isfinite(v)]
+            if not values:
+                return None, None
+            return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+        miou, miou_std = mean_std([r["miou"] for r in runs])
+        acc, acc_std = mean_std([r["pixel_accuracy"] for r in runs])
+        per_class = {c: mean_std([r["per_class_iou"].get(c) for r in runs])[0] for c in runs[0]["per_class_iou"]}
+        row = {"name": name, "miou": miou, "miou_std": miou_std, "pixel_accuracy": acc,
+               "pixel_accuracy_std": acc_std, "per_class_iou": per_class, "checkpoint": "last",
+               "per_seed_miou": {str(s): r["miou"] for s, r in zip(seeds, runs)}}
+        gaps = [r.get("gap_closed") for r in runs]
+        if any(g is not None for g in gaps):
+            row["gap_closed"], row["gap_closed_std"] = mean_std(gaps)
+        rows.append(row)
+    summary = {"stages": rows, "seeds": seeds, "runs": {str(s): per_seed[s].get("run_dir") for s in seeds},
+               "statistic": "mean and sample standard deviation over seeds, of each seed's last checkpoint"}
+    final = final_stage(rows)
+    if final is not None and next(r for r in rows if r["name"] == final).get("gap_closed") is not None:
+        final_row = next(r for r in rows if r["name"] == final)
+        summary.update(final_stage=final, gap_closed=final_row["gap_closed"], gap_closed_std=final_row["gap_closed_std"])
+    return summary
+

@@ -103,6 +103,7 @@ _PALETTES = {
         "car": [(214, 30, 30), (30, 84, 214), (246, 246, 246), (30, 30, 36), (172, 176, 186), (250, 200, 20),
                 (30, 150, 70), (240, 120, 20), (120, 40, 170)],
         "glass": [(110, 176, 226), (60, 120, 176)],
+        "big_glass": [(150, 206, 240)],  # bus and tram windows
         "tyre": [(22, 22, 26)],
         "lamp_rear": [(255, 30, 30)],
         "lamp_front": [(255, 255, 200)],
@@ -115,19 +116,19 @@ _PALETTES = {
         "hood": [(0, 0, 0)],
     },
     "target": {
-        "sky": [(198, 210, 224), (180, 198, 220), (212, 216, 218)],
+        "sky": [(186, 204, 226), (172, 196, 224), (200, 210, 222)],
         "cloud": [(234, 236, 238)],
         "road": [(128, 120, 112), (120, 114, 108), (136, 128, 118)],
         "marking": [(208, 206, 198)],
         "curb": [(150, 146, 140)],
-        "sidewalk": [(178, 170, 160), (162, 158, 152), (186, 174, 162)],
-        "terrain": [(120, 122, 74), (132, 122, 82), (106, 116, 66)],
-        "building": [(188, 170, 140), (160, 150, 134), (150, 96, 76), (204, 198, 186), (112, 116, 124),
-                     (178, 158, 132)],
+        "sidewalk": [(182, 172, 162), (170, 164, 158), (192, 180, 166)],
+        "terrain": [(130, 134, 74), (142, 132, 84), (120, 128, 68)],
+        "building": [(194, 174, 138), (150, 92, 72), (210, 198, 176), (176, 146, 104), (160, 140, 122),
+                     (126, 98, 84)],
         "window": [(58, 66, 76), (74, 82, 90), (96, 104, 112)],
-        "wall": [(188, 186, 180), (136, 134, 128), (170, 152, 126)],
-        "fence": [(70, 76, 72), (128, 106, 78), (96, 104, 100)],
-        "pole": [(98, 102, 102), (122, 124, 120)],
+        "wall": [(150, 156, 158), (126, 132, 136), (168, 172, 170)],
+        "fence": [(58, 80, 64), (118, 90, 60), (70, 74, 78)],
+        "pole": [(72, 78, 78), (92, 96, 96)],
         "light_box": [(40, 42, 40)],
         "sign": [(232, 232, 228)],
         "sign_back": [(146, 148, 150)],
@@ -140,6 +141,7 @@ _PALETTES = {
         "car": [(44, 44, 46), (200, 200, 202), (152, 154, 158), (228, 228, 226), (40, 50, 74), (96, 26, 28),
                 (112, 106, 98)],
         "glass": [(46, 54, 62)],
+        "big_glass": [(96, 112, 126)],  # bus and tram windows: reflections
         "tyre": [(30, 30, 32)],
         "lamp_rear": [(150, 30, 30)],
         "lamp_front": [(230, 226, 206)],
@@ -273,7 +275,7 @@ class _Scene:
         """Aerial perspective (target only): far things fade towards the sky colour."""
         if not self.target:
             return c
-        a = min(0.55, z / 260.0)
+        a = min(0.45, z / 260.0)
         return tuple(int(v * (1 - a) + s * a) for v, s in zip(c, self.sky))
 
     # -- camera ------------------------------------------------------------------------------------
@@ -685,6 +687,11 @@ class _Scene:
         self.poly(self.vquad(X, z0, z1, 0.0, h), c, WALL)
         self.poly(self.fquad(X, X + sgn * 0.3, z0, 0.0, h), tuple(int(v * 0.9) for v in c), WALL)
         self.di.polygon(self.vquad(X - sgn * 0.01, z0, z1, h - 0.15, h), fill=tuple(int(v * 0.8) for v in c))
+        joint = tuple(int(v * 0.72) for v in c)  # concrete panel joints
+        z = z0 + 2.0
+        while z < z1 and self.s(z) * 2.0 >= 3.0:
+            self.di.line([self.P(X, z, 0.0), self.P(X, z, h - 0.15)], fill=joint, width=1)
+            z += 2.0
 
     def _fence(self, sgn, X, z0, z1):
         h = self.u(0.9, 2.0)
@@ -761,7 +768,7 @@ class _Scene:
         elif kind in ("bus", "train"):
             y0 = 0.3 if kind == "bus" else 0.45
             self.poly(vq(xf, Z, Z + ln, y0, h), body, lid)
-            self.di.polygon(vq(xf, Z + 0.04 * ln, Z + 0.97 * ln, 1.25, h - 0.5), fill=glass)
+            self.di.polygon(vq(xf, Z + 0.04 * ln, Z + 0.97 * ln, 1.45, h - 0.6), fill=_shade(self.col("big_glass"), 0.9))
             pillar = _shade(body, 0.9)
             step = 2.2 if kind == "bus" else 1.8
             z = Z + 0.04 * ln + step
@@ -821,7 +828,7 @@ class _Scene:
                 self.poly(fq(x0 + 0.2, x1 - 0.2, Z + 0.5, 0.0, 0.6), tyre, lid)
             self.poly(fq(x0, x1, Z, y0, h), body, lid)
             wy0 = 1.1 if (front or kind == "train") else 1.7
-            self.di.polygon(fq(x0 + 0.15, x1 - 0.15, Z, wy0, h - 0.45), fill=glass)
+            self.di.polygon(fq(x0 + 0.15, x1 - 0.15, Z, wy0, h - 0.45), fill=self.col("big_glass"))
             if kind == "bus" and front:
                 self.di.polygon(fq(x0 + 0.4, x1 - 0.4, Z, h - 0.4, h - 0.12), fill=(255, 150, 30))
             for a, b in ((x0 + 0.1, x0 + 0.45), (x1 - 0.45, x1 - 0.1)):
@@ -870,7 +877,7 @@ class _Scene:
         else:
             y0 = 0.3 if kind == "bus" else 0.45
             self.poly(fq(x0, x1, Z, y0, h), body, lid)
-            self.di.polygon(fq(x0 + 0.04 * ln, x1 - 0.04 * ln, Z, 1.25, h - 0.5), fill=glass)
+            self.di.polygon(fq(x0 + 0.04 * ln, x1 - 0.04 * ln, Z, 1.45, h - 0.6), fill=self.col("big_glass"))
             step = 2.2 if kind == "bus" else 1.8
             pillar = _shade(body, 0.9)
             x = x0 + 0.04 * ln + step
