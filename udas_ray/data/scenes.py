@@ -174,7 +174,7 @@ _LAYOUTS = {
         horizon=(0.40, 0.52), focal=(0.64, 0.84), cam_h=(1.15, 1.45), lanes=(1, 2, 2, 3), lane_w=(2.8, 3.3),
         sidewalk=(2.4, 5.0), terrain_p=0.6, terrain_w=(2.0, 5.0), setback=(0.0, 0.8), bld_h=(11.0, 22.0),
         bld_len=(10.0, 26.0), gap_p=0.07, cross_p=0.3, far=(80.0, 150.0), moving=0.7, parked_p=0.85,
-        parked_fill=0.7, persons=6.5, riders=1.6, parked_bikes=1.6, parked_motos=0.7, truck_p=0.1,
+        parked_fill=0.55, persons=6.5, riders=1.6, parked_bikes=1.6, parked_motos=0.7, truck_p=0.1,
         bus_p=0.08, train_p=0.16, tree_p=0.65, tree_step=(6.0, 12.0), bushes=1.5, walls=1.4, fences=1.6,
         hedges=0.5, pole_step=(9.0, 20.0), signs=1.2, lights=0.6, ego_p=0.75, clouds=0.8,
     ),
@@ -682,7 +682,7 @@ class _Scene:
                             fill=tuple(int(v * 0.55) for v in c))
 
     def _wall(self, sgn, X, z0, z1):
-        h = self.u(0.8, 2.6)
+        h = self.u(1.0, 2.8)
         c = self.col("wall", self._face_shade(sgn))
         self.poly(self.vquad(X, z0, z1, 0.0, h), c, WALL)
         self.poly(self.fquad(X, X + sgn * 0.3, z0, 0.0, h), tuple(int(v * 0.9) for v in c), WALL)
@@ -694,7 +694,7 @@ class _Scene:
             z += 2.0
 
     def _fence(self, sgn, X, z0, z1):
-        h = self.u(0.9, 2.0)
+        h = self.u(1.0, 2.2)
         c = self.col("fence", self._face_shade(sgn))
         dark = tuple(int(v * 0.6) for v in c)
         light = tuple(int(min(255, v * 1.25)) for v in c)

@@ -8,9 +8,11 @@ process, which is what the benchmarks compare against and what the unit tests dr
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -20,6 +22,53 @@ from udas_ray.checkpoints import atomic_save
 
 log = logging.getLogger("udas_ray")
 STATE_FILE = "state.pt"
+HISTORY_FILE = "history.jsonl"
+
+
+class Progress:
+    """Running means of a loop's loss terms and its timing between two log lines."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        self.sums, self.count, self.wait, self.start = {}, 0, 0.0, time.perf_counter()
+
+    def add(self, values: dict, wait: float):
+        for k, v in values.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+        self.count += 1
+        self.wait += wait
+
+    def summary(self) -> dict:
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        out = {k: v / max(self.count, 1) for k, v in self.sums.items()}
+        out.update(steps_per_s=self.count / elapsed, seconds_per_step=elapsed / max(self.count, 1),
+                   data_wait_share=self.wait / elapsed)
+        return out
+
+
+def append_history(out_dir: str | Path, record: dict) -> None:
+    """One line of ``history.jsonl``: a log window or an evaluation of a stage."""
+    path = Path(out_dir) / HISTORY_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def read_history(out_dir: str | Path) -> list[dict]:
+    """A stage's log windows and evaluations, one dict per reported step."""
+    path = Path(out_dir) / HISTORY_FILE
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
+def write_json(path: str | Path, obj) -> None:
+    """Write JSON atomically (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    tmp.replace(path)
 
 
 class Session:

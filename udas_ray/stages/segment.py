@@ -43,7 +43,8 @@ from udas_ray.inference import SplitCache, predict_probs, split_confusion, to_in
 from udas_ray.metrics import flat_metrics, scores
 from udas_ray.models import build_discriminator, build_segmenter, param_groups
 from udas_ray.stages import ema
-from udas_ray.stages.runtime import PlainSession, RaySession, Session, fit, set_threads
+from udas_ray.stages.runtime import (PlainSession, Progress, RaySession, Session, append_history, fit,
+                                     read_history, set_threads, write_json)
 from udas_ray import tracking
 
 log = logging.getLogger("udas_ray")
@@ -51,7 +52,6 @@ log = logging.getLogger("udas_ray")
 KINDS = ("source_only", "source_randomized", "teacher", "supervised", "oracle", "student", "ema")
 MODEL_FILE = "model.pt"
 METRICS_FILE = "metrics.json"
-HISTORY_FILE = "history.jsonl"
 
 
 @dataclass(frozen=True)
@@ -176,29 +176,6 @@ def train_step(model, disc, opt, opt_d, batch: dict, spec: SegmentSpec, cfg: Con
 
 
 # --------------------------------------------------------------------------- the loop
-class Progress:
-    """Running means of the loss terms and timing between two log lines."""
-
-    def __init__(self):
-        self.reset()
-
-    def reset(self):
-        self.sums, self.count, self.wait, self.start = {}, 0, 0.0, time.perf_counter()
-
-    def add(self, values: dict, wait: float):
-        for k, v in values.items():
-            self.sums[k] = self.sums.get(k, 0.0) + v
-        self.count += 1
-        self.wait += wait
-
-    def summary(self) -> dict:
-        elapsed = max(time.perf_counter() - self.start, 1e-9)
-        out = {k: v / max(self.count, 1) for k, v in self.sums.items()}
-        out["steps_per_s"] = self.count / elapsed
-        out["data_wait_share"] = self.wait / elapsed
-        return out
-
-
 def build_models(cfg: Config, spec: SegmentSpec):
     options = {**cfg.model.options, "freeze_bn": cfg.model.freeze_bn}
     if spec.init:
@@ -283,7 +260,7 @@ def segment_loop(cfg: Config, spec: SegmentSpec, batches: Iterable[dict], sessio
         if metrics or checkpoint:  # every rank reports on the same steps: report is a barrier
             tracker.metrics(metrics, step)
             if session.rank == 0:
-                _append_jsonl(Path(spec.out_dir) / HISTORY_FILE, {"step": step, **metrics})
+                append_history(spec.out_dir, {"step": step, **metrics})
             state = _training_state(model, opt, disc, opt_d, teacher, step) if checkpoint and session.rank == 0 else None
             session.report({"step": step, **metrics}, state)
     if not val:  # restarted after its last checkpoint: nothing left to train, evaluate once more
@@ -294,7 +271,7 @@ def segment_loop(cfg: Config, spec: SegmentSpec, batches: Iterable[dict], sessio
         out = Path(spec.out_dir)
         save_model(out / MODEL_FILE, scored, model_name=cfg.model.name, num_classes=NUM_CLASSES,
                    model_options=options, stage=spec.name, step=step, config=cfg.to_dict())
-        _write_json(out / METRICS_FILE, {"stage": spec.name, "step": step, "resumed_from": resumed_from,
+        write_json(out / METRICS_FILE, {"stage": spec.name, "step": step, "resumed_from": resumed_from,
                                          **result, "confusion": cm.tolist()})
         _log_pictures(tracker, scored, cache, cm, cfg, spec)
     return final
@@ -316,28 +293,9 @@ def _log_progress(spec: SegmentSpec, step: int, m: dict) -> None:
              m["steps_per_s"], 100 * m["data_wait_share"], terms, m["lr"], _duration(eta))
 
 
-def _append_jsonl(path: Path, record: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as f:
-        f.write(json.dumps(record) + "\n")
-
-
-def read_history(out_dir: str | Path) -> list[dict]:
-    """The stage's log windows and evaluations, one dict per reported step."""
-    path = Path(out_dir) / HISTORY_FILE
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
-
-
 def _duration(seconds: float) -> str:
     seconds = int(seconds) if math.isfinite(seconds) else 0
     return f"{seconds // 60}m{seconds % 60:02d}s"
-
-
-def _write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, allow_nan=True))
-    tmp.replace(path)
 
 
 def _log_pictures(tracker, model, cache: SplitCache, cm, cfg: Config, spec: SegmentSpec, count: int = 4) -> None:

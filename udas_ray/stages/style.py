@@ -44,14 +44,14 @@ from udas_ray.errors import UdasError
 from udas_ray.models.cyclegan import (
     ImagePool, build_generator, build_patch_discriminator, cycle_loss, lsgan_loss, to_tensor, to_uint8,
 )
-from udas_ray.stages.runtime import PlainSession, RaySession, Session, fit, set_threads
+from udas_ray.stages.runtime import (PlainSession, Progress, RaySession, Session, append_history, fit,
+                                     read_history, set_threads, write_json)
 
 log = logging.getLogger("udas_ray")
 
 GENERATOR_FILE = "generator.pt"
 GENERATOR_FORMAT = "udas-ray-cyclegan/1"
 METRICS_FILE = "metrics.json"
-HISTORY_FILE = "history.jsonl"
 SAMPLES_DIR = "samples"
 TRANSLATED_FILE = "translated.json"  # written last into the staging folder: marks a complete set
 
@@ -265,23 +265,6 @@ def sample_grid(G, F_, source: np.ndarray, target: np.ndarray, device="cpu") -> 
 
 
 # ---------------------------------------------------------------------------- the loop
-class _Window:
-    def __init__(self):
-        self.sums, self.count, self.wait, self.start = {}, 0, 0.0, time.perf_counter()
-
-    def add(self, values: dict, wait: float):
-        for k, v in values.items():
-            self.sums[k] = self.sums.get(k, 0.0) + v
-        self.count += 1
-        self.wait += wait
-
-    def summary(self) -> dict:
-        elapsed = max(time.perf_counter() - self.start, 1e-9)
-        out = {k: v / max(self.count, 1) for k, v in self.sums.items()}
-        out.update(seconds_per_step=elapsed / max(self.count, 1), data_wait_share=self.wait / elapsed)
-        return out
-
-
 def style_loop(params: StyleParams, source_items: list[Item], target_items: list[Item], batches: Iterable[dict],
                session: Session, out_dir: str | Path, tracker=None) -> dict:
     """Train the CycleGAN for ``params.steps`` steps; returns the last window's losses."""
@@ -299,7 +282,7 @@ def style_loop(params: StyleParams, source_items: list[Item], target_items: list
     if session.rank == 0:
         fixed_s = sample_images(source_items, params.image_size, params.samples)
         fixed_t = sample_images(target_items, params.image_size, params.samples)
-    window, last_metrics, started = _Window(), {}, time.perf_counter()
+    window, last_metrics, started = Progress(), {}, time.perf_counter()
     it: Iterator[dict] = iter(batches)
     while step < params.steps:
         t0 = time.perf_counter()
@@ -316,7 +299,7 @@ def style_loop(params: StyleParams, source_items: list[Item], target_items: list
         if step % params.log_every == 0 or last:
             metrics = {**window.summary(), "lr": lr}
             last_metrics = metrics
-            window = _Window()
+            window = Progress()
             log.info("[style] step %d/%d %.2f s/step %s", step, params.steps, metrics["seconds_per_step"],
                      " ".join(f"{k}={v:.3f}" for k, v in metrics.items() if k.startswith("loss")))
         if session.rank == 0 and (step % params.sample_every == 0 or last):
@@ -325,14 +308,14 @@ def style_loop(params: StyleParams, source_items: list[Item], target_items: list
         if metrics or checkpoint:  # every rank reports on the same steps: report is a barrier
             tracker.metrics(metrics, step)
             if session.rank == 0 and metrics:
-                _append_jsonl(out_dir / HISTORY_FILE, {"step": step, **metrics})
+                append_history(out_dir, {"step": step, **metrics})
             session.report({"step": step, **metrics}, model.state_dict(step) if checkpoint and session.rank == 0 else None)
     final = {**last_metrics, "step": step, "resumed_from": resumed_from, "seconds": time.perf_counter() - started}
     if session.rank == 0:
         if resumed_from == params.steps:  # restarted after its last checkpoint: the grid once more
             _write_grid(tracker, sample_grid(model.G, model.F, fixed_s, fixed_t, session.device), out_dir, step, True)
         save_generator(out_dir / GENERATOR_FILE, model.G, params, step)
-        _write_json(out_dir / METRICS_FILE, final)
+        write_json(out_dir / METRICS_FILE, final)
     return final
 
 
@@ -344,26 +327,6 @@ def _write_grid(tracker, grid: np.ndarray, out_dir: Path, step: int, final: bool
         tracker.image(grid, "style_samples.png")
 
 
-def _append_jsonl(path: Path, record: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as f:
-        f.write(json.dumps(record) + "\n")
-
-
-def read_history(out_dir: str | Path) -> list[dict]:
-    """The stage's log windows, one dict per reported step."""
-    path = Path(out_dir) / HISTORY_FILE
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
-
-
-def _write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    tmp.replace(path)
-
-
-# ------------------------------------------------------------------------ the generator
 def save_generator(path: str | Path, G: torch.nn.Module, params: StyleParams, step: int) -> Path:
     return atomic_save({"format": GENERATOR_FORMAT, "arch": {"ngf": params.ngf, "n_blocks": params.n_blocks},
                         "image_size": list(params.image_size), "state_dict": G.state_dict(), "step": step,
@@ -553,7 +516,7 @@ def translate_source(generator_path: str | Path, source: Split, final_root: str 
     done = sum(int(b["images"].sum()) for b in out.iter_batches(batch_size=None, batch_format="numpy"))
     if done != len(source):
         raise RuntimeError(f"style translation saw {done} of {len(source)} images")
-    _write_json(staging / TRANSLATED_FILE, {"images": len(source), "label_kind": source.label_kind,
+    write_json(staging / TRANSLATED_FILE, {"images": len(source), "label_kind": source.label_kind,
                                             "source_root": source.root, "generator": str(generator_path),
                                             "translate_at": params.translate_at})
     if final_root.exists():
