@@ -6,6 +6,7 @@ import pytest
 
 import udas_ray.models  # noqa: F401  (torch: imported at collection, not inside a test)
 from udas_ray.config import Config, diff, load_config
+from udas_ray.models import MODEL_NAMES
 from udas_ray.errors import UdasError
 
 DEFAULT = Path(__file__).resolve().parents[1] / "conf" / "default.yaml"
@@ -178,3 +179,19 @@ def test_fingerprint_is_stable_and_sensitive(tmp_path, default):
     assert load_config(reordered).fingerprint() == same.fingerprint()
     assert default.override({"loss.lambda_adv": 0.01}).fingerprint() != fp
     assert isinstance(default, Config)
+
+
+@pytest.mark.parametrize("name", ["default.yaml", "gta5_cityscapes.yaml", "sweep.yaml"])
+def test_every_shipped_config_validates(name):
+    cfg = load_config(Path(__file__).resolve().parent.parent / "conf" / name)
+    assert cfg.model.name in MODEL_NAMES
+
+
+def test_extends_overlays_the_base_file(tmp_path):
+    (tmp_path / "base.yaml").write_text("loss: {lambda_adv: 0.5, lambda_cm: 2.0}\nrun: {dir: a}\n")
+    (tmp_path / "top.yaml").write_text("extends: base.yaml\nloss: {lambda_adv: 0.25}\n")
+    cfg = load_config(tmp_path / "top.yaml")
+    assert (cfg.loss.lambda_adv, cfg.loss.lambda_cm, cfg.run.dir) == (0.25, 2.0, "a")
+    (tmp_path / "loop.yaml").write_text("extends: loop.yaml\n")
+    with pytest.raises(UdasError, match="loops back"):
+        load_config(tmp_path / "loop.yaml")
