@@ -191,6 +191,40 @@ def test_domains_differ_in_colour_per_class():
         assert np.linalg.norm(src[tid] - tgt[tid]) > 40, (name, src[tid], tgt[tid])
 
 
+def test_source_looks_like_a_game_engine():
+    src, counts = _class_means("source", 16, (48, 96))
+    road, veg, terrain, sky = src[0], src[8], src[9], src[10]
+    assert counts[[0, 8, 9, 10]].min() > 0
+    assert road.max() - road.min() < 40, road  # grey / blue-grey asphalt, not an arbitrary hue
+    assert veg[1] > veg[0] + 40 and veg[1] > veg[2] + 40, veg  # green foliage
+    assert terrain[1] > terrain[2] + 40, terrain  # grass
+    assert sky[2] > sky[0] + 40, sky  # a blue sky
+
+    def saturation(domain):
+        out = []
+        for i in range(8):
+            img = scenes.render_scene(domain, 0, i, (48, 96))[0].astype(np.float64)
+            out.append(((img.max(2) - img.min(2)) / np.maximum(img.max(2), 1)).mean())
+        return np.mean(out)
+
+    assert saturation("source") > 1.4 * saturation("target")  # vivid game colours vs a muted camera
+    for i in range(4):  # flat shading, no noise, no blur: few distinct colours without the knobs
+        flat, _ = scenes.render_scene("source", 0, i, (48, 96), textures=0, lighting=0)
+        real, _ = scenes.render_scene("target", 0, i, (48, 96))
+        assert len(np.unique(flat.reshape(-1, 3), axis=0)) * 10 < len(np.unique(real.reshape(-1, 3), axis=0))
+
+
+def test_bicycle_labels_cover_the_wheels():
+    scene = scenes._Scene("target", np.random.default_rng(0), 96, 192, {})
+    x, yg, s = 96.0, 90.0, 40.0  # 40 px per metre: wheels of radius 0.34 m = 13.6 px
+    scene._bicycle(x, yg, s, 1.0, (200, 30, 30), scenes.BIKE)
+    img, lbl = np.asarray(scene.img), np.asarray(scene.lbl)
+    r, wb = 0.34 * s, 0.52 * s
+    for cx in (x - wb, x + wb):  # between the rim and the spokes: background in the image, bicycle in the label
+        px, py = int(cx + 0.45 * r), int(yg - r - 0.45 * r)
+        assert lbl[py, px] == scenes.BIKE and not img[py, px].any()
+
+
 @pytest.mark.parametrize("domain", ["source", "target"])
 def test_every_class_appears(domain):
     seen = np.zeros(NUM_CLASSES, bool)

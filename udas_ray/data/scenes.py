@@ -6,14 +6,20 @@ walls, fences, hedges, poles carrying signs and traffic lights, trees, bushes,
 persons, riders on bicycles and motorcycles, parked and moving cars, trucks,
 buses, an occasional tram) is rendered in two domains:
 
-* ``source`` -- "synthetic", game-like: flat, saturated per-class colours from a
-  game palette, sharp edges, plus domain-randomization knobs (``jitter``,
+* ``source`` -- "synthetic", a game engine: plausible per-class colour families
+  (dark blue-grey asphalt, beige/brick/grey/cream facades, bright green foliage, a
+  blue skybox with clear, hazy and overcast weather, cars in saturated and neutral
+  paints), flat cel shading (two tones per facade), crisp edges, vivid colour
+  grading, no blur and no noise; plus domain-randomization knobs (``jitter``,
   ``textures``, ``distractors``, ``lighting``; see :data:`SOURCE_KNOBS`).
 * ``target`` -- "real-like": a fixed, different appearance (muted real-world
-  colours: grey/white/black cars, warm light asphalt, olive vegetation, hazy sky),
-  textures, sun gradient, soft shadows under objects, slight blur, sensor noise,
-  an ego-vehicle hood, and a shifted layout distribution (higher horizon, longer
-  focal length, narrower roads, many more parked cars and pedestrians, more trees).
+  colours: grey/white/black cars, warm light asphalt, olive vegetation, hazy sky,
+  concrete walls, buses and trams in muted liveries), textures, sun gradient, aerial
+  haze, soft shadows under objects, slight blur, sensor noise, an ego-vehicle hood,
+  and a shifted layout distribution (higher horizon, longer focal length, narrower
+  roads, many more parked cars and pedestrians, more trees).
+
+As in Cityscapes' polygons, a bicycle's label covers its whole wheels, not just the rims.
 
 Every pixel's label is the Cityscapes labelId of what is drawn there (the same
 geometry is drawn on the RGB image and on an 'L' label image); distractors and the
@@ -103,12 +109,12 @@ _PALETTES = {
                   (246, 246, 246), (34, 34, 40), (40, 190, 210)],
         "car": [(214, 30, 30), (30, 84, 214), (246, 246, 246), (30, 30, 36), (172, 176, 186), (250, 200, 20),
                 (30, 150, 70), (240, 120, 20), (120, 40, 170), (236, 236, 240), (40, 40, 48), (150, 20, 30)],
-        "glass": [(110, 176, 226), (60, 120, 176)],
+        "glass": [(110, 176, 226), (60, 120, 176), (40, 58, 84)],
         "big_glass": [(150, 206, 240)],  # bus and tram windows
         "tyre": [(22, 22, 26)],
         "lamp_rear": [(255, 30, 30)],
         "lamp_front": [(255, 255, 200)],
-        "truck": [(242, 242, 242), (244, 150, 20), (60, 150, 70), (40, 92, 200)],
+        "truck": [(242, 242, 242), (244, 150, 20), (150, 152, 160), (40, 92, 200)],
         "truck_cab": [(216, 40, 40), (40, 92, 222), (250, 250, 250)],
         "bus": [(252, 184, 0), (220, 44, 44), (44, 122, 224), (246, 246, 246)],
         "train": [(252, 210, 20), (226, 52, 52), (240, 240, 240)],

@@ -183,17 +183,12 @@ def pseudo_split(final: str | Path, split: Split) -> Split:
     return Split("pseudo", str(final), split.split, samples, "labelids")
 
 
-def run_pseudo_labels(cfg, split: Split, model_path: str, final: str | Path) -> dict:
-    """Label ``split`` with the teacher in ``model_path`` on a Ray Data actor pool; publish to ``final``."""
+def predict_to_staging(cfg, split: Split, model_path: str | Path, staging: str | Path) -> np.ndarray:
+    """Pass 1 on an actor pool: every image's merged prediction into ``staging``; returns the
+    summed confidence histogram."""
     import ray.data
 
-    p = cfg.pseudo
-    final = Path(final)
-    staging = final.with_name(f".{final.name}.staging")
-    if staging.exists():
-        shutil.rmtree(staging)  # left over from a killed run
-    staging.mkdir(parents=True)
-    j = cfg.augment.jitter
+    p, j = cfg.pseudo, cfg.augment.jitter
     params = ViewParams(p.k, p.flip, p.temperature, j.brightness, j.contrast, j.saturation, j.hue)
     rows = [{"image": s.image, "name": s.name, "seed": cfg.run.seed * 1_000_003 + i} for i, s in enumerate(split.samples)]
     ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // p.batch_size, 64)))
@@ -214,6 +209,18 @@ def run_pseudo_labels(cfg, split: Split, model_path: str, final: str | Path) -> 
         done += int(batch["images"].sum())
     if done != len(split):
         raise RuntimeError(f"pseudo-labelling saw {done} of {len(split)} images")
+    return hist
+
+
+def run_pseudo_labels(cfg, split: Split, model_path: str, final: str | Path) -> dict:
+    """Label ``split`` with the teacher in ``model_path`` on a Ray Data actor pool; publish to ``final``."""
+    p = cfg.pseudo
+    final = Path(final)
+    staging = final.with_name(f".{final.name}.staging")
+    if staging.exists():
+        shutil.rmtree(staging)  # left over from a killed run
+    staging.mkdir(parents=True)
+    hist = predict_to_staging(cfg, split, model_path, staging)
     thresholds = class_thresholds(hist, p.selection, p.threshold, p.class_fraction)
     stats = publish(staging, final, split, thresholds, cfg.data.image_size)
     if stats["kept_share"] < 0.01:

@@ -1,0 +1,146 @@
+"""Pseudo-label throughput and memory: the Ray Data actor pool vs a plain PyTorch loop.
+
+    python bench/pseudo_throughput.py [--images 600] [key=value ...]
+
+On the embedded target-train images with the default teacher architecture (weights do not
+change the cost), in one run on the same cores:
+  * image-views per second: a plain single-process loop (torch on both cores) vs the actor pool
+    with 2 actors of 1 CPU each: goal >= 1.0x
+  * 1 actor vs 2 actors: goal >= 1.8x
+  * peak memory of the whole Ray session (driver + every Ray process, RSS) while labelling N and
+    10 N images: goal <= 1.2x (images stream through; only histograms come back)
+Results are printed and written to bench/results/pseudo_throughput.json.
+"""
+
+import argparse
+import json
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import psutil
+import torch
+
+from udas_ray.checkpoints import save_model
+from udas_ray.classes import NUM_CLASSES
+from udas_ray.cli import DEFAULT_CONFIG
+from udas_ray.cluster import connect
+from udas_ray.config import load_config
+from udas_ray.data.splits import load_splits
+from udas_ray.models import build_segmenter
+from udas_ray.stages import pseudo
+
+RESULTS = Path(__file__).parent / "results"
+
+
+class PeakMemory:
+    """Samples the RSS of this process and all its descendants (the local Ray session)."""
+
+    def __init__(self, interval: float = 0.1):
+        self.interval, self.peak, self._stop = interval, 0, threading.Event()
+
+    def _rss(self) -> int:
+        me = psutil.Process()
+        total = me.memory_info().rss
+        for child in me.children(recursive=True):
+            try:
+                total += child.memory_info().rss
+            except psutil.Error:
+                pass
+        return total
+
+    def __enter__(self):
+        self.baseline = self._rss()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._rss())
+            time.sleep(self.interval)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def plain_views_per_s(cfg, split, model_path, staging: Path) -> float:
+    """The same work as one actor (decode, resize, K views, merge, two PNGs, histogram), in-process."""
+    torch.set_num_threads(2)
+    predictor = pseudo.TeacherPredictor(str(model_path), tuple(cfg.data.image_size),
+                                        pseudo.ViewParams(cfg.pseudo.k, cfg.pseudo.flip), str(staging), threads=2)
+    batch_size = cfg.pseudo.batch_size
+    start = time.perf_counter()
+    for i in range(0, len(split), batch_size):
+        chunk = split.samples[i : i + batch_size]
+        predictor({"image": [s.image for s in chunk], "name": [s.name for s in chunk],
+                    "seed": np.arange(i, i + len(chunk))})
+    return len(split) * cfg.pseudo.k / (time.perf_counter() - start)
+
+
+def ray_views_per_s(cfg, split, model_path, staging: Path, actors: int) -> float:
+    run_cfg = cfg.override({"pseudo.actors": actors, "pseudo.cpus_per_actor": 1})
+    start = time.perf_counter()
+    pseudo.predict_to_staging(run_cfg, split, model_path, staging)
+    return len(split) * cfg.pseudo.k / (time.perf_counter() - start)
+
+
+def renamed(split, copies: int):
+    """The split ``copies`` times over, with distinct names (the same files on disk)."""
+    samples = tuple(replace(s, name=f"c{c}_{s.name}") for c in range(copies) for s in split.samples)
+    return replace(split, samples=samples)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", default=str(DEFAULT_CONFIG))
+    p.add_argument("--images", type=int, default=600, help="N for the memory check (10 N is the large set)")
+    p.add_argument("overrides", nargs="*")
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        cfg = load_config(args.config, [f"run.dir={tmp}", *args.overrides])
+        split = load_splits(cfg, check_files=False).target_train
+        model = build_segmenter(cfg.model.name, NUM_CLASSES, **cfg.model.options)
+        model_path = save_model(tmp / "teacher.pt", model, model_name=cfg.model.name, num_classes=NUM_CLASSES,
+                                model_options=dict(cfg.model.options), stage="bench", step=0, config={})
+
+        def fresh(name):
+            path = tmp / name
+            shutil.rmtree(path, ignore_errors=True)
+            path.mkdir()
+            return path
+
+        plain = plain_views_per_s(cfg, split, model_path, fresh("plain"))
+        connect(cfg.override({"scaling.ray_num_cpus": 2}))
+        ray_views_per_s(cfg, replace(split, samples=split.samples[:32]), model_path, fresh("warmup"), 2)  # start-up, once
+        one = ray_views_per_s(cfg, split, model_path, fresh("one"), 1)
+        two = ray_views_per_s(cfg, split, model_path, fresh("two"), 2)
+
+        small, large = renamed(split, max(1, args.images // len(split))), renamed(split, 10 * max(1, args.images // len(split)))
+        with PeakMemory() as mem_small:
+            ray_views_per_s(cfg, small, model_path, fresh("small"), 2)
+        with PeakMemory() as mem_large:
+            ray_views_per_s(cfg, large, model_path, fresh("large"), 2)
+    out = {
+        "images": len(split), "views_per_image": cfg.pseudo.k, "image_size": list(cfg.data.image_size),
+        "model": cfg.model.name, "batch_size": cfg.pseudo.batch_size,
+        "plain_views_per_s": round(plain, 1), "ray_1_actor_views_per_s": round(one, 1),
+        "ray_2_actors_views_per_s": round(two, 1),
+        "pool_over_plain": round(two / plain, 3), "two_over_one_actor": round(two / one, 3),
+        "memory": {"small_images": len(small), "large_images": len(large),
+                   "small_peak_mb": round(mem_small.peak / 2**20), "large_peak_mb": round(mem_large.peak / 2**20),
+                   "large_over_small": round(mem_large.peak / mem_small.peak, 3)},
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "pseudo_throughput.json").write_text(json.dumps(out, indent=1))
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
