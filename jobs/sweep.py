@@ -43,7 +43,8 @@ def build_tuner(cfg, parsed, run_dir: Path):
         search = OptunaSearch(seed=cfg.run.seed)
     scheduler = (ASHAScheduler(grace_period=t.grace_period, reduction_factor=t.reduction_factor, max_t=10_000)
                  if t.scheduler == "asha" else FIFOScheduler())
-    base = cfg.override({"tune.space": {}}).to_dict()
+    # Every trial writes into the sweep's tracking store: one experiment to compare them in.
+    base = cfg.override({"tune.space": {}, "mlflow.tracking_uri": cfg.tracking_uri}).to_dict()
     return ray.tune.Tuner(
         trainable,
         param_space={"base": base, "params": tune_space(parsed), "trials_dir": str(run_dir / "trials"),

@@ -52,7 +52,8 @@ def test_rare_classes_are_drawn_more_often():
 def test_noisy_student_and_source_share(tiny_cfg, tmp_path):
     from udas_ray.data.readers import Split
 
-    cfg = tiny_cfg.override({"self_training.noisy": True, "self_training.source_share": 0.25})
+    cfg = tiny_cfg.override({"self_training.noisy": True, "self_training.randomize": True,
+                             "self_training.source_share": 0.25})
     splits = load_splits(cfg)
     pseudo = Split("pseudo", "x", "train", splits.target_train.samples, "labelids")
     spec = segment.build_spec(cfg, splits, "student", "round_1", tmp_path, pseudo=pseudo)

@@ -66,7 +66,9 @@ def test_output_shape_every_model(name):
 def test_tiny_train_step_and_feature_stride():
     model = build_segmenter("deeplabv2_tiny", NUM_CLASSES)
     x = torch.randn(2, 3, 96, 192)
-    assert model.backbone(x).shape[-2:] == (12, 24)  # output stride 8
+    assert model.backbone(x).shape[-2:] == (24, 48)  # output stride 4
+    deeper = build_segmenter("deeplabv2_tiny", NUM_CLASSES, strides=(2, 2, 1, 1))
+    assert deeper.backbone(x).shape[-2:] == (12, 24)  # output stride 8
     out = model(x)
     assert out.shape == (2, NUM_CLASSES, 96, 192)
     out.mean().backward()

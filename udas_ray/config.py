@@ -182,7 +182,8 @@ class SelfTraining(Section):
     # offline: the paper's rounds; ema: the online mean-teacher stage (DACS/DAFormer style)
     # instead of them; both: rounds and the ema stage side by side in one summary.
     mode: Literal["offline", "ema", "both"] = "offline"
-    noisy: bool = False  # noisy students: appearance randomization + ClassMix among target images
+    noisy: bool = False  # noisy students: ClassMix among pseudo-labeled target images (+ colour jitter)
+    randomize: bool = False  # noisy students also get augment.randomize's appearance randomization
     source_share: float = Field(0.0, ge=0, le=1)  # share of student examples drawn from the source
     ema_decay: float = Field(0.99, ge=0, lt=1)
     ema_threshold: float = Field(0.968, ge=0, le=1)  # confidence that counts toward the mix weight

@@ -157,6 +157,17 @@ class RaySession(Session):
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
+def quiet_worker_logs() -> None:
+    """Inside a Train worker: our own progress lines at INFO, Ray Train's console chatter
+    (a line per report and checkpoint) only from WARNING up; its log files keep everything."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("udas_ray").setLevel(logging.INFO)
+    for name in ("ray.train", "ray.data"):
+        for handler in logging.getLogger(name).handlers:
+            if type(handler) is logging.StreamHandler:
+                handler.setLevel(logging.WARNING)
+
+
 def set_threads(cpus: float) -> None:
     """Torch intra-op threads = the CPUs this worker was given (at least 1)."""
     threads = max(1, int(round(cpus)))

@@ -44,7 +44,7 @@ from udas_ray.metrics import flat_metrics, scores
 from udas_ray.models import build_discriminator, build_segmenter, param_groups
 from udas_ray.stages import ema
 from udas_ray.stages.runtime import (PlainSession, Progress, RaySession, Session, append_history, fit,
-                                     read_history, set_threads, write_json)
+                                     quiet_worker_logs, read_history, set_threads, write_json)
 from udas_ray import tracking
 
 log = logging.getLogger("udas_ray")
@@ -118,12 +118,13 @@ def build_spec(cfg: Config, splits: Splits, kind: str, name: str, out_dir: str |
         if cfg.self_training.source_share > 0:
             extra = source
     noisy = kind == "student" and cfg.self_training.noisy
+    randomized = randomized or (kind == "student" and cfg.self_training.randomize)
     return SegmentSpec(
         name=name,
         kind=kind,
         streams=Streams(sup, tuple(sup_size), target_size, mix_source, mix_target, adv, weights, extra,
                         cfg.self_training.source_share if extra else 0.0),
-        augment=AugmentParams.from_config(cfg, jitter_sup=kind == "student", randomize=randomized or noisy,
+        augment=AugmentParams.from_config(cfg, jitter_sup=kind == "student", randomize=randomized,
                                           classmix_sup=noisy),
         val=items(splits.target_val),
         steps=steps or cfg.train.steps,
@@ -353,10 +354,7 @@ def ray_worker_loop(config: dict) -> dict:
     import ray.train
 
     cfg, spec = Config.model_validate(config["cfg"]), config["spec"]
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    logging.getLogger("udas_ray").setLevel(logging.INFO)
-    for name in ("ray.train", "ray.data"):  # one progress line per log_every steps is ours
-        logging.getLogger(name).setLevel(logging.WARNING)
+    quiet_worker_logs()
     set_threads(cfg.scaling.cpus_per_worker)
     shard = ray.train.get_dataset_shard("train")
 

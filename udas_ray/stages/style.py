@@ -45,7 +45,7 @@ from udas_ray.models.cyclegan import (
     ImagePool, build_generator, build_patch_discriminator, cycle_loss, lsgan_loss, to_tensor, to_uint8,
 )
 from udas_ray.stages.runtime import (PlainSession, Progress, RaySession, Session, append_history, fit,
-                                     read_history, set_threads, write_json)
+                                     quiet_worker_logs, read_history, set_threads, write_json)
 
 log = logging.getLogger("udas_ray")
 
@@ -387,10 +387,7 @@ def ray_worker_loop(config: dict) -> dict:
     """``train_loop_per_worker``: this worker's shard of the stream -> :func:`style_loop`."""
     import ray.train
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    logging.getLogger("udas_ray").setLevel(logging.INFO)
-    for name in ("ray.train", "ray.data"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    quiet_worker_logs()
     set_threads(config["cpus_per_worker"])
     params: StyleParams = config["params"]
     shard = ray.train.get_dataset_shard("train")
