@@ -17,7 +17,7 @@ import yaml
 
 from udas_ray import cli, cluster
 from udas_ray.data.splits import load_splits
-from udas_ray.driver import CONFIG_FILE, check_run_dir
+from udas_ray.driver import CONFIG_FILE, MANIFEST_FILE, check_run_dir
 from udas_ray.errors import UdasError
 from udas_ray.sweep import METRIC, parse_space, run_trial, trial_config, tune_space
 
@@ -56,11 +56,28 @@ def build_tuner(cfg, parsed, run_dir: Path):
     )
 
 
+def close_stopped_trials(cfg, run_dir: Path) -> None:
+    """Trials ASHA stopped (or that failed) leave MLflow runs RUNNING: mark them KILLED."""
+    from udas_ray import tracking
+
+    for manifest_path in (run_dir / "trials").glob(f"*/{MANIFEST_FILE}"):
+        manifest = json.loads(manifest_path.read_text())
+        unfinished = [s.get("mlflow_run_id") for s in manifest["stages"].values() if s.get("status") != "done"]
+        if not unfinished:
+            continue
+        for run_id in [manifest.get("parent_run_id"), *unfinished]:
+            if run_id and tracking.run_exists(cfg.tracking_uri, run_id):
+                tracking.RunLogger(cfg.tracking_uri, run_id).finish("KILLED")
+
+
 @cli.entry_point
 def main(argv=None):
     args = cli.parser(__doc__.splitlines()[0], default_config=SWEEP_CONFIG).parse_args(argv)
     cfg = cli.config_from(args)
     parsed = parse_space(cfg)  # every bad key, bound or list fails here, before any trial
+    if cfg.scaling.num_workers < 1:
+        raise UdasError("scaling.num_workers=0 (training inside the driver) does not work inside a Tune trial; "
+                        "use scaling.num_workers=1 or more")
     check_run_dir(cfg)
     for line in load_splits(cfg).describe():
         print(line)
@@ -71,6 +88,7 @@ def main(argv=None):
     cluster.connect(cfg)
     results = build_tuner(cfg, parsed, run_dir).fit()
 
+    close_stopped_trials(cfg, run_dir)
     rows = []
     for r in results:
         params = (r.config or {}).get("params", {})

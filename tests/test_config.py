@@ -33,15 +33,17 @@ def default():
     return load_config(DEFAULT)
 
 
-def test_default_yaml_values(default):
-    # The values written in conf/default.yaml (not the schema's defaults where they differ).
-    assert default.data.image_size == (96, 192)
-    assert default.train.steps == 600
-    assert default.pseudo.actors == 2
-    assert default.loss.lambda_adv == pytest.approx(0.001)
-    assert default.model.name == "deeplabv2_tiny"
-    assert default.model.pretrained is None
-    assert default.mlflow.experiment == "udas-ray"
+def test_default_yaml_values_win_over_the_schema(default):
+    import yaml
+
+    written = yaml.safe_load(DEFAULT.read_text())
+    flat = default.flat()
+    from udas_ray.config import flatten
+
+    for key, value in flatten(written).items():
+        got = flat[key]
+        assert (list(got) if isinstance(got, tuple) else got) == value, key
+    assert default.model.pretrained is None and default.data.source.format == "scenes"
 
 
 def test_all_public_keys_exist(default):
@@ -144,9 +146,10 @@ def test_missing_config_file(tmp_path):
 
 
 def test_override_method_validates_and_copies(default):
-    changed = default.override({"loss.lambda_adv": 0.01}, pseudo__k=5)
-    assert changed.loss.lambda_adv == pytest.approx(0.01) and changed.pseudo.k == 5
-    assert default.loss.lambda_adv == pytest.approx(0.001) and default.pseudo.k == 3  # original untouched
+    before = (default.loss.lambda_adv, default.pseudo.k)
+    changed = default.override({"loss.lambda_adv": 0.5}, pseudo__k=5)
+    assert changed.loss.lambda_adv == pytest.approx(0.5) and changed.pseudo.k == 5
+    assert (default.loss.lambda_adv, default.pseudo.k) == before  # the original is untouched
     with pytest.raises(UdasError, match="pseudo.threshold"):
         default.override({"pseudo.threshold": 2})
     with pytest.raises(UdasError, match="did you mean 'loss.lambda_adv'"):
@@ -154,10 +157,10 @@ def test_override_method_validates_and_copies(default):
 
 
 def test_diff_lists_exactly_the_changed_keys(default):
-    other = default.override({"loss.lambda_adv": 0.01, "run.seed": 3, "run.dir": "runs/b"})
-    assert diff(default, other) == {"loss.lambda_adv": (0.001, 0.01), "run.dir": ("runs/default", "runs/b"),
+    other = default.override({"loss.lambda_adv": 0.25, "run.seed": 3, "run.dir": "runs/b"})
+    assert diff(default, other) == {"loss.lambda_adv": (0.01, 0.25), "run.dir": ("runs/default", "runs/b"),
                                     "run.seed": (0, 3)}
-    assert diff(default, other, ignore=("run",)) == {"loss.lambda_adv": (0.001, 0.01)}
+    assert diff(default, other, ignore=("run",)) == {"loss.lambda_adv": (0.01, 0.25)}
     assert diff(default, default) == {}
 
 
@@ -177,7 +180,7 @@ def test_fingerprint_is_stable_and_sensitive(tmp_path, default):
     reordered.write_text("model: {pretrained: null, name: deeplabv2_tiny}\nloss: {lambda_cm: 1.0, lambda_adv: 0.01}\n")
     same = load_config(None, ["loss.lambda_adv=0.01"])
     assert load_config(reordered).fingerprint() == same.fingerprint()
-    assert default.override({"loss.lambda_adv": 0.01}).fingerprint() != fp
+    assert default.override({"loss.lambda_adv": 0.25}).fingerprint() != fp
     assert isinstance(default, Config)
 
 

@@ -87,10 +87,15 @@ def test_ray_job_submit_runs_the_pipeline_on_a_head_node(tiny_data, tmp_path):
     bin_dir = Path(PYTHON).parent
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PATH": f"{bin_dir}:{os.environ['PATH']}"}
     env.pop("RAY_ADDRESS", None)
-    port, dash = _free_port(), _free_port()
+    # Every port of our own: the suite's local Ray may hold the defaults (its dashboard agent
+    # on 52365 would leave this head without a job agent).
+    port, dash, agent, agent_grpc, env_agent, metrics, client = (_free_port() for _ in range(7))
     temp_dir = tempfile.mkdtemp(prefix="rayjob")  # short: Unix socket paths are capped
     head = subprocess.Popen(
         [str(bin_dir / "ray"), "start", "--head", "--block", f"--port={port}", f"--dashboard-port={dash}",
+         f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={agent_grpc}",
+         f"--runtime-env-agent-port={env_agent}", f"--metrics-export-port={metrics}",
+         f"--ray-client-server-port={client}",
          "--num-cpus=2", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
          f"--temp-dir={temp_dir}"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -105,10 +110,14 @@ def test_ray_job_submit_runs_the_pipeline_on_a_head_node(tiny_data, tmp_path):
             time.sleep(2)
         else:
             pytest.fail(f"the head node's job server never answered: {probe.stderr[-600:]}")
-        submit = subprocess.run(
-            [str(bin_dir / "ray"), "job", "submit", "--address", address, "--working-dir", str(REPO), "--",
-             "python", "jobs/self_train.py", *tiny_overrides(source, target, run_dir)],
-            env=env, capture_output=True, text=True, timeout=480)
+        for _ in range(20):  # the job server answers before its agent can take jobs
+            submit = subprocess.run(
+                [str(bin_dir / "ray"), "job", "submit", "--address", address, "--working-dir", str(REPO), "--",
+                 "python", "jobs/self_train.py", *tiny_overrides(source, target, run_dir)],
+                env=env, capture_output=True, text=True, timeout=480)
+            if "No available agent" not in submit.stderr:
+                break
+            time.sleep(3)
         assert submit.returncode == 0, submit.stdout[-3000:] + submit.stderr[-3000:]
         assert "joined the Ray cluster" in submit.stdout
         summary = json.loads((run_dir / "summary.json").read_text())

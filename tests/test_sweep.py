@@ -58,11 +58,12 @@ def test_a_two_trial_sweep_writes_best_yaml_and_mlflow_runs(tiny_data, tmp_path)
     args = [sys.executable, "jobs/sweep.py", f"data.source.format=gta5", f"data.source.root={source}",
             "data.target.format=cityscapes", f"data.target.root={target}", "data.target.labeled=2",
             "data.image_size=[32,64]", "train.steps=2", "train.batch_size=2", "train.eval_every=1",
-            "train.checkpoint_every=2", "scaling.num_workers=0", "pseudo.actors=1", "pseudo.cpus_per_actor=0.5",
+            "train.checkpoint_every=2", "scaling.num_workers=1", "scaling.cpus_per_worker=0.5", "pseudo.actors=1", "pseudo.cpus_per_actor=0.5",
             "scaling.data_cpus=0.25", "scaling.ray_num_cpus=4", f"run.dir={run_dir}", "tune.num_samples=2",
+            "tune.scheduler=fifo",  # ASHA may stop one of two trials early: this test wants both to finish
             "tune.space={loss.lambda_adv: {loguniform: [1.0e-4, 1.0e-2]}, pseudo.threshold: {choice: [0.0, 0.5]}}"]
     proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+                          env={**os.environ, "RAY_ADDRESS": "local"})
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     best = yaml.safe_load((run_dir / "best.yaml").read_text())
     assert 1e-4 <= best["loss"]["lambda_adv"] <= 1e-2 and best["pseudo"]["threshold"] in (0.0, 0.5)
@@ -80,6 +81,6 @@ def test_a_two_trial_sweep_writes_best_yaml_and_mlflow_runs(tiny_data, tmp_path)
         assert "loss.lambda_adv" in run.data.params and "miou_round_1" in run.data.metrics
 
     again = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600,
-                           env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+                           env={**os.environ, "RAY_ADDRESS": "local"})
     assert again.returncode == 0 and "resuming the sweep" in again.stdout
     assert len(json.loads((run_dir / "sweep.json").read_text())["trials"]) == 2  # finished trials kept

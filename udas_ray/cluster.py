@@ -24,7 +24,12 @@ def connect(cfg) -> None:
     if ray.is_initialized():
         return
     env = {"env_vars": {"PYTHONUNBUFFERED": "1"}}
-    if os.environ.get("RAY_ADDRESS"):
+    address = os.environ.get("RAY_ADDRESS")
+    if address == "local":  # asked for a Ray of its own, whatever runs on this machine
+        os.environ.pop("RAY_ADDRESS")
+        _start_local(cfg, env)
+        return
+    if address:
         ray.init(runtime_env=env, log_to_driver=True)
         log.info("joined the Ray cluster at %s", os.environ["RAY_ADDRESS"])
         quiet_ray_data()
@@ -33,7 +38,15 @@ def connect(cfg) -> None:
         ray.init(address="auto", runtime_env=env)
         log.info("joined the running Ray cluster")
     except ConnectionError:
-        num_cpus = cfg.scaling.ray_num_cpus or os.cpu_count()
-        ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env=env)
-        log.info("started a local Ray with %d CPUs", num_cpus)
+        _start_local(cfg, env)
+        return
+    quiet_ray_data()
+
+
+def _start_local(cfg, env) -> None:
+    import ray
+
+    num_cpus = cfg.scaling.ray_num_cpus or os.cpu_count()
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, runtime_env=env)
+    log.info("started a local Ray with %d CPUs", num_cpus)
     quiet_ray_data()

@@ -268,7 +268,7 @@ class Tune(Section):
     search: Literal["random", "optuna"] = "random"
     grace_period: int = Field(1, ge=1)  # evaluations before ASHA may stop a trial
     reduction_factor: int = Field(2, ge=2)
-    cpus_per_trial: float = Field(0.0, ge=0)  # the trial's own process; its stages ask for theirs
+    cpus_per_trial: float = Field(0.01, gt=0)  # the trial's own process; its stages ask for theirs
     space: dict[str, Any] = {}
 
 

@@ -98,7 +98,7 @@ def _stage_reports():
             if "val_miou" in m:
                 super().after_report(run_context, [{METRIC: m["val_miou"], "stage_step": m.get("step")}], None)
 
-    return StageEvaluations()
+    return [StageEvaluations()]
 
 
 def run_trial(config: dict) -> None:
