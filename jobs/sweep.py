@@ -81,11 +81,11 @@ def main(argv=None):
     check_run_dir(cfg)
     for line in load_splits(cfg).describe():
         print(line)
+    cluster.connect(cfg, dashboard=True)
+    cluster.check_fits(cfg, reserved=cfg.tune.cpus_per_trial, what="the trial itself (tune.cpus_per_trial)")
     run_dir = Path(cfg.run.dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / CONFIG_FILE).write_text(cfg.to_yaml())
-
-    cluster.connect(cfg)
     results = build_tuner(cfg, parsed, run_dir).fit()
 
     close_stopped_trials(cfg, run_dir)
@@ -93,7 +93,7 @@ def main(argv=None):
     for r in results:
         params = (r.config or {}).get("params", {})
         rows.append({"trial": Path(r.path).name if r.path else None, **params,
-                     "miou": (r.metrics or {}).get(METRIC), "finished": bool((r.metrics or {}).get("done")),
+                     "miou": (r.metrics or {}).get(METRIC), "finished": bool((r.metrics or {}).get("pipeline_finished")),
                      "error": str(r.error).splitlines()[0] if r.error else None})
     finished = [row for row in rows if row["finished"] and row["miou"] is not None]
     if not finished:

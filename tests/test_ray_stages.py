@@ -14,6 +14,7 @@ import pytest
 
 from udas_ray import tracking
 from udas_ray.data.splits import load_splits
+from udas_ray.errors import UdasError
 from udas_ray.stages import pseudo, segment
 
 
@@ -98,3 +99,13 @@ def test_pseudo_labels_are_published_atomically_with_statistics(ray_session, tin
     from udas_ray.data.images import read_label
 
     assert np.all(read_label(labels[0]) == 255)
+
+
+def test_a_stage_larger_than_the_cluster_fails_naming_its_keys(ray_session, tiny_cfg):
+    from udas_ray.cluster import check_fits, connect
+
+    connect(tiny_cfg)  # the suite's session has 4 CPUs: the tiny config fits
+    with pytest.raises(UdasError, match=r"pseudo.actors x pseudo.cpus_per_actor\) needs 6 CPUs.*has 4"):
+        check_fits(tiny_cfg.override({"pseudo.actors": 3, "pseudo.cpus_per_actor": 2}))
+    with pytest.raises(UdasError, match=r"scaling.cpus_per_worker.*needs 3.25 CPUs plus 1 for the trial"):
+        check_fits(tiny_cfg.override({"scaling.num_workers": 1, "scaling.cpus_per_worker": 3}), 1.0, "the trial")

@@ -28,6 +28,16 @@ def test_the_shipped_space_parses():
     assert parsed["pseudo.threshold"][0] == "choice"
 
 
+def test_every_stage_of_a_shipped_sweep_trial_fits_two_cores():
+    # A trial holds tune.cpus_per_trial while its stages run; a stage asking for the rest plus a
+    # crumb would wait forever for a Ray Data actor (what conf/sweep.yaml once did on 2 cores).
+    from udas_ray.cluster import cpu_demand
+
+    cfg = load_config(SWEEP)
+    for stage, cpus in cpu_demand(cfg).items():
+        assert cpus + cfg.tune.cpus_per_trial <= 2.0, stage
+
+
 @pytest.mark.parametrize("text, message", [
     ("{loss.lamda_adv: {uniform: [0, 1]}}", "unknown config key 'loss.lamda_adv'; did you mean 'loss.lambda_adv'?"),
     ("{pseudo.threshold: {choice: []}}", "tune.space.pseudo.threshold: choice needs a non-empty list"),

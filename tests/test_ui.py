@@ -36,6 +36,11 @@ def mlflow_ui(tmp_path):
     logger.params({"loss.lambda_adv": 0.001, "pseudo.threshold": 0.9})
     logger.metrics({"miou_teacher": 37.25, "miou_round_1": 41.625}, step=0)
     logger.finish()
+    other = tracking.create_run(uri, "udas-ray", "udas ui-check other")
+    logger = tracking.RunLogger(uri, other)
+    logger.params({"loss.lambda_adv": 0.01, "pseudo.threshold": 0.8})
+    logger.metrics({"miou_teacher": 35.5, "miou_round_1": 39.75}, step=0)
+    logger.finish()
     exp_id = tracking.experiment_id(uri, "udas-ray")
     port = _free_port()
     server = subprocess.Popen(
@@ -52,7 +57,9 @@ def mlflow_ui(tmp_path):
                 time.sleep(1)
         else:
             pytest.fail("the MLflow UI did not answer /health within 90 s")
-        yield f"http://127.0.0.1:{port}/#/experiments/{exp_id}/runs/{run_id}", tmp_path
+        base = f"http://127.0.0.1:{port}/#"
+        compare = f'{base}/compare-runs?runs=["{run_id}","{other}"]&experiments=["{exp_id}"]'
+        yield f"{base}/experiments/{exp_id}/runs/{run_id}", compare, tmp_path
     finally:
         os.killpg(server.pid, signal.SIGTERM)  # our own server's process group only
         server.wait(timeout=30)
@@ -61,13 +68,26 @@ def mlflow_ui(tmp_path):
 @pytest.mark.skipif(CHROMIUM is None and not os.environ.get("UDAS_REQUIRE_BROWSER"),
                     reason="chromium is not installed (make test installs it where it can)")
 def test_the_run_and_its_miou_are_on_the_page(mlflow_ui):
-    url, tmp = mlflow_ui
-    dom = subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={tmp / 'profile-dom'}", "--dump-dom", url],
-                         capture_output=True, text=True, timeout=120).stdout
+    url, compare, tmp = mlflow_ui
+    dom = dump_dom(url, tmp / "profile-dom")
     assert "udas ui-check" in dom
     assert "miou_round_1" in dom and "41.625" in dom
+    screenshot(url, tmp / "profile-shot", "mlflow_ui_run.png")
+    # the compare view a sweep is read in: both runs, their swept params and metrics side by side
+    dom = dump_dom(compare, tmp / "profile-compare")
+    assert "udas ui-check other" in dom and "loss.lambda_adv" in dom
+    assert "miou_round_1" in dom and "39.75" in dom  # (the compare view rounds 41.625)
+    screenshot(compare, tmp / "profile-compare-shot", "mlflow_ui_compare.png")
+
+
+def dump_dom(url, profile) -> str:
+    return subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--dump-dom", url],
+                          capture_output=True, text=True, timeout=120).stdout
+
+
+def screenshot(url, profile, name) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
-    shot = ARTIFACTS / "mlflow_ui_run.png"
-    subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={tmp / 'profile-shot'}", f"--screenshot={shot}", url],
+    shot = ARTIFACTS / name
+    subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--screenshot={shot}", url],
                    capture_output=True, timeout=120)
     assert shot.is_file() and shot.stat().st_size > 10_000

@@ -165,10 +165,11 @@ class Pipeline:
                 teacher_model = entry["model"]
             if stage.row:
                 rows.append(summary_mod.stage_row(stage.name, entry["metrics"]))
+                # on the parent as soon as the stage is done: a run stopped later still shows it
+                tracking.logger_for(self.uri, parent).metrics({f"miou_{stage.name}": rows[-1]["miou"]}, step=0)
         result = summary_mod.build(rows, run_dir=str(self.run_dir), config_fingerprint=cfg.fingerprint())
         summary_mod.write(self.run_dir, result)
         logger = tracking.logger_for(self.uri, parent)
-        logger.metrics({f"miou_{r['name']}": r["miou"] for r in rows}, step=0)
         if result.get("gap_closed") is not None:
             logger.metrics({"gap_closed": result["gap_closed"]}, step=0)
         logger.artifact(self.run_dir / summary_mod.SUMMARY_FILE)

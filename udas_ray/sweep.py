@@ -116,4 +116,4 @@ def run_trial(config: dict) -> None:
     result = pipeline.run()
     final = result["stages"][-1]
     tune.report({METRIC: final["miou"], "final_stage": final["name"], "pixel_accuracy": final["pixel_accuracy"],
-                 "run_dir": trial_dir, "done": True})
+                 "run_dir": trial_dir, "pipeline_finished": True})

@@ -34,7 +34,9 @@ def experiment_id(uri: str, name: str, artifact_location: str | None = None) -> 
     if exp is not None:
         return exp.experiment_id
     try:
-        return client.create_experiment(name, artifact_location=artifact_location)
+        # "Model training", so the UI opens on the runs table rather than on GenAI traces.
+        return client.create_experiment(name, artifact_location=artifact_location,
+                                        tags={"mlflow.experimentKind": "custom_model_development"})
     except Exception:  # created concurrently by another process
         return client.get_experiment_by_name(name).experiment_id
 
