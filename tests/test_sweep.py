@@ -94,3 +94,22 @@ def test_a_two_trial_sweep_writes_best_yaml_and_mlflow_runs(tiny_data, tmp_path)
                            env={**os.environ, "RAY_ADDRESS": "local"})
     assert again.returncode == 0 and "resuming the sweep" in again.stdout
     assert len(json.loads((run_dir / "sweep.json").read_text())["trials"]) == 2  # finished trials kept
+
+
+def test_trials_stopped_by_asha_free_their_cpus_for_the_next(tiny_data, tmp_path):
+    # Each stage asks for all 2 CPUs of this Ray. When ASHA stops a trial, Ray Train frees its
+    # workers' placement group only once the State API (the dashboard) confirms the trial is
+    # gone; without it the next trial waited forever.
+    source, target = tiny_data
+    run_dir = tmp_path / "asha"
+    args = [sys.executable, "jobs/sweep.py", "data.source.format=gta5", f"data.source.root={source}",
+            "data.target.format=cityscapes", f"data.target.root={target}", "data.target.labeled=2",
+            "data.image_size=[32,64]", "train.steps=12", "train.batch_size=2", "train.eval_every=2",
+            "train.checkpoint_every=12", "scaling.num_workers=1", "scaling.cpus_per_worker=1.5",
+            "scaling.data_cpus=0.49", "pseudo.actors=1", "pseudo.cpus_per_actor=0.99", "scaling.ray_num_cpus=2",
+            f"run.dir={run_dir}", "tune.num_samples=4", "tune.scheduler=asha"]
+    proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "RAY_ADDRESS": "local"})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    trials = json.loads((run_dir / "sweep.json").read_text())["trials"]
+    assert len(trials) == 4 and not any(t["error"] for t in trials)
