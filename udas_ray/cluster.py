@@ -29,10 +29,16 @@ NOISY_RAY_LOGGERS = (
 )
 
 
-def quiet_ray_logs() -> None:
-    """Runs in every Ray worker process of the job (``worker_process_setup_hook``)."""
+def setup_worker() -> None:
+    """Runs in every Ray worker process of the job (``worker_process_setup_hook``).
+
+    Pins ``RAY_ADDRESS`` to this worker's own cluster: Ray Train's placement-group cleaner looks
+    the cluster up for the State API, and with a second Ray on the machine (a test session, a
+    colleague's) that lookup fails, the cleaner dies, and a stopped trial's CPUs are never freed.
+    """
     import ray
 
+    os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
     root = os.path.dirname(os.path.dirname(ray.__file__))
     for name in NOISY_RAY_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
@@ -83,7 +89,7 @@ def connect(cfg, dashboard: bool = False) -> None:
 def _init(cfg, dashboard: bool) -> None:
     import ray
 
-    env = {"env_vars": {"PYTHONUNBUFFERED": "1"}, "worker_process_setup_hook": "udas_ray.cluster.quiet_ray_logs"}
+    env = {"env_vars": {"PYTHONUNBUFFERED": "1"}, "worker_process_setup_hook": "udas_ray.cluster.setup_worker"}
     address = os.environ.get("RAY_ADDRESS")
     if address == "local":  # asked for a Ray of its own, whatever runs on this machine
         os.environ.pop("RAY_ADDRESS")
