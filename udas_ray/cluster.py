@@ -83,6 +83,7 @@ def connect(cfg, dashboard: bool = False) -> None:
 
     if not ray.is_initialized():
         _init(cfg, dashboard)
+    quiet_ray_data()
     check_fits(cfg)
 
 
@@ -98,15 +99,12 @@ def _init(cfg, dashboard: bool) -> None:
     if address:
         ray.init(runtime_env=env, log_to_driver=True)
         log.info("joined the Ray cluster at %s", os.environ["RAY_ADDRESS"])
-        quiet_ray_data()
         return
     try:
         ray.init(address="auto", runtime_env=env)
         log.info("joined the running Ray cluster")
     except ConnectionError:
         _start_local(cfg, env, dashboard)
-        return
-    quiet_ray_data()
 
 
 def _start_local(cfg, env, dashboard: bool) -> None:
@@ -115,4 +113,3 @@ def _start_local(cfg, env, dashboard: bool) -> None:
     num_cpus = cfg.scaling.ray_num_cpus or os.cpu_count()
     ray.init(address="local", num_cpus=num_cpus, include_dashboard=dashboard, runtime_env=env)
     log.info("started a local Ray with %d CPUs", num_cpus)
-    quiet_ray_data()

@@ -152,6 +152,7 @@ class Pipeline:
         (self.run_dir / CONFIG_FILE).write_text(cfg.to_yaml())
         manifest = Manifest(self.run_dir / MANIFEST_FILE)
         parent = self._parent_run(manifest)
+        logger = tracking.logger_for(self.uri, parent)
         rows, previous_model, teacher_model = [], None, None
         for stage in plan(cfg):
             if manifest.done(stage.name):
@@ -166,10 +167,9 @@ class Pipeline:
             if stage.row:
                 rows.append(summary_mod.stage_row(stage.name, entry["metrics"]))
                 # on the parent as soon as the stage is done: a run stopped later still shows it
-                tracking.logger_for(self.uri, parent).metrics({f"miou_{stage.name}": rows[-1]["miou"]}, step=0)
+                logger.metrics({f"miou_{stage.name}": rows[-1]["miou"]}, step=0)
         result = summary_mod.build(rows, run_dir=str(self.run_dir), config_fingerprint=cfg.fingerprint())
         summary_mod.write(self.run_dir, result)
-        logger = tracking.logger_for(self.uri, parent)
         if result.get("gap_closed") is not None:
             logger.metrics({"gap_closed": result["gap_closed"]}, step=0)
         logger.artifact(self.run_dir / summary_mod.SUMMARY_FILE)
