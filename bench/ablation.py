@@ -28,13 +28,14 @@ RESULTS = ROOT / "bench" / "results"
 ROWS = {
     "paper": ("the paper's recipe: global threshold, plain students, no randomization",
               {"augment.randomize.enabled": False, "pseudo.selection": "global", "self_training.noisy": False,
-               "data.rare_class_sampling.enabled": False, "self_training.source_share": 0.0}),
-    "full": ("everything on (the default)", {}),
+               "data.rare_class_sampling.enabled": False, "self_training.source_share": 0.0, "train.adabn": False}),
+    "full": ("the default recipe, conf/default.yaml", {}),
+    "no_adabn": ("teacher keeps its source BatchNorm statistics (no AdaBN)", {"train.adabn": False}),
     "no_randomize": ("without appearance randomization", {"augment.randomize.enabled": False}),
     "no_class_balance": ("global threshold instead of class-balanced", {"pseudo.selection": "global"}),
     "no_noisy_student": ("students without strong augmentation / source share",
                          {"self_training.noisy": False, "self_training.source_share": 0.0}),
-    "no_rare_class_sampling": ("without rare-class sampling", {"data.rare_class_sampling.enabled": False}),
+    "rare_class_sampling": ("with rare-class sampling (off by default)", {"data.rare_class_sampling.enabled": True}),
     "ema": ("the online mean teacher instead of offline rounds", {"self_training.mode": "ema"}),
 }
 
@@ -47,6 +48,15 @@ def table(results: dict, baselines: dict) -> str:
         closed = 100 * (r["final"] - so) / (oracle - so)
         lines.append(f"| {name} | {ROWS[name][0]} | {r['teacher']:.1f} | {r['final_stage']} | {r['final']:.1f} | {closed:.0f} % |")
     return "\n".join(lines)
+
+
+def write_readme(readme: Path, text: str) -> None:
+    """Put ``text`` between the README's ablation markers (replacing what was there)."""
+    marked, found = re.subn(r"(<!-- ablation:start -->\n).*?(<!-- ablation:end -->)",
+                            lambda m: m.group(1) + text + "\n" + m.group(2), readme.read_text(), flags=re.S)
+    if not found:
+        raise SystemExit(f"{readme}: no <!-- ablation:start --> / <!-- ablation:end --> markers to write the table between")
+    readme.write_text(marked)
 
 
 def main():
@@ -75,10 +85,7 @@ def main():
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "ablation.md").write_text(text + "\n")
     (RESULTS / "ablation.json").write_text(json.dumps({"baselines": baselines, "rows": results}, indent=1))
-    readme = ROOT / "README.md"
-    marked = re.sub(r"(<!-- ablation:start -->\n).*?(\n<!-- ablation:end -->)", lambda m: m.group(1) + text + m.group(2),
-                    readme.read_text(), flags=re.S)
-    readme.write_text(marked)
+    write_readme(ROOT / "README.md", text)
     print(text)
 
 

@@ -104,3 +104,52 @@ def test_ema_stage_trains_and_saves_the_mean_teacher(tiny_cfg, tmp_path):
     state = torch.load(tmp_path / "ckpt" / "state.pt", weights_only=False)
     saved = torch.load(tmp_path / "ema" / "model.pt", weights_only=False)["state_dict"]
     assert all(torch.equal(saved[k], v) for k, v in state["ema"].items())  # the teacher is the output
+
+
+def test_adabn_running_stats_become_the_target_batch_statistics():
+    from udas_ray.adabn import adapt_batchnorm
+    from udas_ray.inference import to_input
+
+    torch.manual_seed(0)
+    conv, bn = torch.nn.Conv2d(3, 2, 1, bias=False), torch.nn.BatchNorm2d(2)
+    bn.weight.data.fill_(3.0)
+    model = torch.nn.Sequential(conv, bn).eval()
+    images = np.random.default_rng(0).integers(0, 255, (4, 6, 8, 3), dtype=np.uint8)
+    assert adapt_batchnorm(model, [images]) == 4
+    with torch.no_grad():
+        y = conv(to_input(images))
+    assert torch.allclose(bn.running_mean, y.mean((0, 2, 3)), atol=1e-5)
+    assert torch.allclose(bn.running_var, y.var((0, 2, 3), unbiased=True), atol=1e-4)
+    assert not model.training and not bn.training and bn.momentum == 0.1  # modes and momentum restored
+    assert torch.all(bn.weight == 3.0)  # no parameter moves
+
+    before = bn.running_mean.clone()
+    assert adapt_batchnorm(model, []) == 0  # nothing to adapt on: statistics kept
+    assert torch.equal(bn.running_mean, before)
+
+
+def test_teacher_gets_target_batchnorm_statistics_and_records_both_scores(tiny_cfg, tmp_path):
+    from udas_ray.adabn import adapt_batchnorm, batchnorms
+    from udas_ray.checkpoints import load_model
+    from udas_ray.data.batches import load_item
+
+    cfg = tiny_cfg.override({"train.adabn": True})
+    splits = load_splits(cfg)
+    spec = segment.build_spec(cfg, splits, "teacher", "teacher", tmp_path / "teacher")
+    assert len(spec.adabn) == len(splits.target_train)
+    for kind in ("source_only", "source_randomized", "oracle"):  # baselines stay unadapted
+        assert segment.build_spec(cfg, splits, kind, kind, tmp_path / kind).adabn == []
+    final = segment.run_plain(cfg, spec, checkpoint_dir=tmp_path / "ckpt")
+    assert 0 <= final["val_miou_before_adabn"] <= 100
+    assert segment.read_metrics(spec.out_dir)["val_miou_before_adabn"] == final["val_miou_before_adabn"]
+
+    # The saved model is the last checkpoint with its BN statistics re-estimated on target-train.
+    saved, _ = load_model(tmp_path / "teacher" / "model.pt")
+    trained, _ = load_model(tmp_path / "teacher" / "model.pt")
+    trained.load_state_dict(torch.load(tmp_path / "ckpt" / "state.pt", weights_only=False)["model"])
+    images = np.stack([load_item(item, tuple(cfg.data.image_size))[0] for item in spec.adabn])
+    adapt_batchnorm(trained, [images[:2], images[2:4], images[4:6], images[6:]])
+    for a, b in zip(batchnorms(saved), batchnorms(trained)):
+        assert torch.allclose(a.running_mean, b.running_mean, atol=1e-4)
+    assert not torch.equal(batchnorms(saved)[0].running_mean,
+                           torch.load(tmp_path / "ckpt" / "state.pt", weights_only=False)["model"]["backbone.bn1.running_mean"])

@@ -114,6 +114,9 @@ class Train(Section):
     eval_every: int = Field(100, ge=1)  # steps between target-val evaluations
     checkpoint_every: int = Field(100, ge=1)  # steps between checkpoints
     log_every: int = Field(25, ge=1)  # steps between progress lines / step metrics
+    # AdaBN: the teacher's (and ema's) final BatchNorm statistics are re-estimated on the
+    # unlabeled target-train images before it is evaluated and labels anything.
+    adabn: bool = False
 
 
 # ----------------------------------------------------------------------------------- loss

@@ -35,7 +35,8 @@ from udas_ray import losses, visualize
 from udas_ray.checkpoints import load_model, load_state_into, save_model, unwrap
 from udas_ray.classes import NUM_CLASSES
 from udas_ray.config import Config
-from udas_ray.data.batches import AugmentParams, BatchBuilder, Item, Streams, items
+from udas_ray.adabn import adapt_batchnorm
+from udas_ray.data.batches import AugmentParams, BatchBuilder, Item, Streams, items, load_item
 from udas_ray.data.readers import Split
 from udas_ray.data.splits import Splits
 from udas_ray.errors import UdasError
@@ -50,6 +51,7 @@ from udas_ray import tracking
 log = logging.getLogger("udas_ray")
 
 KINDS = ("source_only", "source_randomized", "teacher", "supervised", "oracle", "student", "ema")
+ADABN_KINDS = ("teacher", "ema")  # stages trained on source images whose model then labels target ones
 MODEL_FILE = "model.pt"
 METRICS_FILE = "metrics.json"
 
@@ -69,6 +71,7 @@ class SegmentSpec:
     tracking_uri: str | None = None
     mlflow_run_id: str | None = None
     extra: dict = field(default_factory=dict)  # stage-specific notes for the log
+    adabn: list[Item] = field(default_factory=list)  # target images whose BN statistics the final model gets
 
 
 def _source_weights(cfg: Config, source: list[Item]) -> list[float] | None:
@@ -118,6 +121,7 @@ def build_spec(cfg: Config, splits: Splits, kind: str, name: str, out_dir: str |
         if cfg.self_training.source_share > 0:
             extra = source
     noisy = kind == "student" and cfg.self_training.noisy
+    adabn = items(splits.target_train.without_labels()) if cfg.train.adabn and kind in ADABN_KINDS else []
     randomized = randomized or (kind == "student" and cfg.self_training.randomize)
     return SegmentSpec(
         name=name,
@@ -132,6 +136,7 @@ def build_spec(cfg: Config, splits: Splits, kind: str, name: str, out_dir: str |
         lambda_cm=lambda_cm if mix_target else 0.0,
         out_dir=str(out_dir),
         init=init,
+        adabn=adabn,
     )
 
 
@@ -264,18 +269,34 @@ def segment_loop(cfg: Config, spec: SegmentSpec, batches: Iterable[dict], sessio
                 append_history(spec.out_dir, {"step": step, **metrics})
             state = _training_state(model, opt, disc, opt_d, teacher, step) if checkpoint and session.rank == 0 else None
             session.report({"step": step, **metrics}, state)
-    if not val:  # restarted after its last checkpoint: nothing left to train, evaluate once more
+    adabn = {}
+    if spec.adabn:
+        adabn = {"val_miou_before_adabn": val["val_miou"]} if val else {}
+        seen = adapt_batchnorm(unwrap(scored), _image_batches(spec.adabn, cfg), session.device)
+        val = {}
+        log.info("[%s] AdaBN: BatchNorm statistics re-estimated on %d target images", spec.name, seen)
+    if not val:  # after AdaBN, or restarted after its last checkpoint: evaluate (once more)
         result, cm = evaluate(scored, spec, cache, cfg, session)
         val = flat_metrics(result, "val_")
-    final = {**val, "seconds": time.perf_counter() - started}
+        if adabn:
+            log.info("[%s] val mIoU %.2f after AdaBN (%.2f before)", spec.name, result["miou"],
+                     adabn["val_miou_before_adabn"])
+            tracker.metrics({**val, **adabn}, step + 1)
+    final = {**val, **adabn, "seconds": time.perf_counter() - started}
     if session.rank == 0:
         out = Path(spec.out_dir)
         save_model(out / MODEL_FILE, scored, model_name=cfg.model.name, num_classes=NUM_CLASSES,
                    model_options=options, stage=spec.name, step=step, config=cfg.to_dict())
         write_json(out / METRICS_FILE, {"stage": spec.name, "step": step, "resumed_from": resumed_from,
-                                         **result, "confusion": cm.tolist()})
+                                         **result, **adabn, "confusion": cm.tolist()})
         _log_pictures(tracker, scored, cache, cm, cfg, spec)
     return final
+
+
+def _image_batches(image_items: list[Item], cfg: Config) -> Iterator[np.ndarray]:
+    size = tuple(cfg.data.image_size)
+    for start in range(0, len(image_items), cfg.train.batch_size):
+        yield np.stack([load_item(item, size)[0] for item in image_items[start:start + cfg.train.batch_size]])
 
 
 def _training_state(model, opt, disc, opt_d, teacher, step: int) -> dict:

@@ -1,0 +1,49 @@
+"""AdaBN (Li et al., "Revisiting batch normalization for practical domain adaptation", 2016):
+after training on the source, replace every BatchNorm layer's running mean and variance by
+the statistics of the *target* images. No labels and no gradient steps: the features of a
+target image are normalised as those of a source image were, which removes much of a global
+appearance shift (colour, contrast, haze) at the cost of one pass over the unlabeled images.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+
+from udas_ray.inference import to_input
+
+
+def batchnorms(model: torch.nn.Module) -> list[torch.nn.modules.batchnorm._BatchNorm]:
+    return [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+
+
+@torch.no_grad()
+def adapt_batchnorm(model: torch.nn.Module, batches: Iterable, device="cpu") -> int:
+    """Re-estimate every BatchNorm's running statistics as the plain average over ``batches``
+    (uint8 (N, H, W, 3) arrays). Weights, biases and the model's train/eval mode are kept;
+    returns the number of images seen (0 leaves the model untouched)."""
+    layers = batchnorms(model)
+    saved = [(m.momentum, m.training, m.running_mean.clone(), m.running_var.clone()) for m in layers]
+    was_training = model.training
+    model.eval()
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over every batch
+        m.train()
+    seen = 0
+    for images in batches:
+        if len(images):
+            model(to_input(images, device))
+            seen += len(images)
+    for m, (momentum, training, mean, var) in zip(layers, saved):
+        m.momentum = momentum
+        m.train(training)
+        if not seen:
+            m.running_mean.copy_(mean)
+            m.running_var.copy_(var)
+    model.train(was_training)
+    if was_training:  # train() re-enables every BN: keep the layers' own (e.g. frozen) modes
+        for m, (_, training, _, _) in zip(layers, saved):
+            m.train(training)
+    return seen
