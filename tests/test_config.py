@@ -104,11 +104,19 @@ def test_unknown_section_in_yaml_file(tmp_path):
         ("data.target.labeled=-1", "data.target.labeled"),
         ("data.target.format=gta5", "data.target.format"),
         ("model.name=resnet9000", "model.name"),
+        ("train.adabn=sometimes", "train.adabn"),
     ],
 )
 def test_bad_values_name_their_key(override, key):
     msg = _error([override])
     assert key in msg
+
+
+@pytest.mark.parametrize("value, labeled, on", [("auto", 0, True), ("auto", 30, False), ("true", 30, True),
+                                                ("false", 0, False)])
+def test_adabn_auto_means_only_without_target_labels(value, labeled, on):
+    cfg = load_config(DEFAULT, [f"train.adabn={value}", f"data.target.labeled={labeled}"])
+    assert cfg.adabn is on
 
 
 def test_bad_model_name_lists_the_choices():

@@ -115,8 +115,9 @@ class Train(Section):
     checkpoint_every: int = Field(100, ge=1)  # steps between checkpoints
     log_every: int = Field(25, ge=1)  # steps between progress lines / step metrics
     # AdaBN: the teacher's (and ema's) final BatchNorm statistics are re-estimated on the
-    # unlabeled target-train images before it is evaluated and labels anything.
-    adabn: bool = False
+    # unlabeled target-train images before it is evaluated and labels anything. auto: only
+    # when no target image is labeled (with labels the teacher already trains on target pixels).
+    adabn: Literal["auto", True, False] = False
 
 
 # ----------------------------------------------------------------------------------- loss
@@ -332,6 +333,13 @@ class Config(Section):
         if self.mlflow.tracking_uri:
             return self.mlflow.tracking_uri
         return "sqlite:///" + str(Path(self.run.dir).resolve() / "mlflow.db")
+
+    @property
+    def adabn(self) -> bool:
+        """Whether the teacher gets target BatchNorm statistics (``train.adabn``, auto resolved)."""
+        if self.train.adabn == "auto":
+            return self.data.target.labeled == 0
+        return bool(self.train.adabn)
 
     @property
     def source_size(self) -> Size:

@@ -121,7 +121,7 @@ def build_spec(cfg: Config, splits: Splits, kind: str, name: str, out_dir: str |
         if cfg.self_training.source_share > 0:
             extra = source
     noisy = kind == "student" and cfg.self_training.noisy
-    adabn = items(splits.target_train.without_labels()) if cfg.train.adabn and kind in ADABN_KINDS else []
+    adabn = items(splits.target_train.without_labels()) if cfg.adabn and kind in ADABN_KINDS else []
     randomized = randomized or (kind == "student" and cfg.self_training.randomize)
     return SegmentSpec(
         name=name,
