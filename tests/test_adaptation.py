@@ -123,6 +123,11 @@ def test_adabn_running_stats_become_the_target_batch_statistics():
     assert not model.training and not bn.training and bn.momentum == 0.1  # modes and momentum restored
     assert torch.all(bn.weight == 3.0)  # no parameter moves
 
+    model.train()
+    bn.eval()  # a frozen BatchNorm inside a training model (model.freeze_bn) stays frozen
+    adapt_batchnorm(model, [images])
+    assert model.training and conv.training and not bn.training
+
     before = bn.running_mean.clone()
     assert adapt_batchnorm(model, []) == 0  # nothing to adapt on: statistics kept
     assert torch.equal(bn.running_mean, before)
@@ -146,10 +151,10 @@ def test_teacher_gets_target_batchnorm_statistics_and_records_both_scores(tiny_c
     # The saved model is the last checkpoint with its BN statistics re-estimated on target-train.
     saved, _ = load_model(tmp_path / "teacher" / "model.pt")
     trained, _ = load_model(tmp_path / "teacher" / "model.pt")
-    trained.load_state_dict(torch.load(tmp_path / "ckpt" / "state.pt", weights_only=False)["model"])
+    checkpoint = torch.load(tmp_path / "ckpt" / "state.pt", weights_only=False)["model"]
+    trained.load_state_dict(checkpoint)
     images = np.stack([load_item(item, tuple(cfg.data.image_size))[0] for item in spec.adabn])
     adapt_batchnorm(trained, [images[:2], images[2:4], images[4:6], images[6:]])
     for a, b in zip(batchnorms(saved), batchnorms(trained)):
         assert torch.allclose(a.running_mean, b.running_mean, atol=1e-4)
-    assert not torch.equal(batchnorms(saved)[0].running_mean,
-                           torch.load(tmp_path / "ckpt" / "state.pt", weights_only=False)["model"]["backbone.bn1.running_mean"])
+    assert not torch.equal(batchnorms(saved)[0].running_mean, checkpoint["backbone.bn1.running_mean"])

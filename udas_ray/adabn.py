@@ -24,8 +24,8 @@ def adapt_batchnorm(model: torch.nn.Module, batches: Iterable, device="cpu") -> 
     (uint8 (N, H, W, 3) arrays). Weights, biases and the model's train/eval mode are kept;
     returns the number of images seen (0 leaves the model untouched)."""
     layers = batchnorms(model)
-    saved = [(m.momentum, m.training, m.running_mean.clone(), m.running_var.clone()) for m in layers]
-    was_training = model.training
+    saved = [(m.momentum, m.running_mean.clone(), m.running_var.clone()) for m in layers]
+    modes = [(m, m.training) for m in model.modules()]  # restored exactly, frozen BNs included
     model.eval()
     for m in layers:
         m.reset_running_stats()
@@ -36,14 +36,11 @@ def adapt_batchnorm(model: torch.nn.Module, batches: Iterable, device="cpu") -> 
         if len(images):
             model(to_input(images, device))
             seen += len(images)
-    for m, (momentum, training, mean, var) in zip(layers, saved):
+    for m, (momentum, mean, var) in zip(layers, saved):
         m.momentum = momentum
-        m.train(training)
         if not seen:
             m.running_mean.copy_(mean)
             m.running_var.copy_(var)
-    model.train(was_training)
-    if was_training:  # train() re-enables every BN: keep the layers' own (e.g. frozen) modes
-        for m, (_, training, _, _) in zip(layers, saved):
-            m.train(training)
+    for m, training in modes:
+        m.training = training
     return seen

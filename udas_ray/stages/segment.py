@@ -40,7 +40,7 @@ from udas_ray.data.batches import AugmentParams, BatchBuilder, Item, Streams, it
 from udas_ray.data.readers import Split
 from udas_ray.data.splits import Splits
 from udas_ray.errors import UdasError
-from udas_ray.inference import SplitCache, predict_probs, split_confusion, to_input
+from udas_ray.inference import SplitCache, batched, predict_probs, split_confusion, to_input
 from udas_ray.metrics import flat_metrics, scores
 from udas_ray.models import build_discriminator, build_segmenter, param_groups
 from udas_ray.stages import ema
@@ -295,8 +295,8 @@ def segment_loop(cfg: Config, spec: SegmentSpec, batches: Iterable[dict], sessio
 
 def _image_batches(image_items: list[Item], cfg: Config) -> Iterator[np.ndarray]:
     size = tuple(cfg.data.image_size)
-    for start in range(0, len(image_items), cfg.train.batch_size):
-        yield np.stack([load_item(item, size)[0] for item in image_items[start:start + cfg.train.batch_size]])
+    for chunk in batched(image_items, cfg.train.batch_size):
+        yield np.stack([load_item(item, size)[0] for item in chunk])
 
 
 def _training_state(model, opt, disc, opt_d, teacher, step: int) -> dict:
