@@ -3,11 +3,20 @@
 A model file (``model.pt``) is a dict ``{"format", "model_name", "num_classes", "model_options",
 "state_dict", "stage", "step", "config"}`` saved with torch.save, written atomically. A training
 checkpoint (``state.pt`` inside a Ray checkpoint) adds the discriminator and both optimizers.
+
+Every torch file udas-ray reads goes through :func:`load_torch_file`, which unpickles with
+``weights_only=True``: tensors, dicts, lists, tuples and plain values only. A file that asks for
+anything else (a class, a function: the way a crafted pickle runs code) is refused before any of
+it runs, so a model file from someone else can be predicted with safely. What udas-ray itself
+saves (model files, training states with optimizers, EMA teacher and CycleGAN pools, generator
+files) is all of that kind.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
+import warnings
 from pathlib import Path
 
 import torch
@@ -47,14 +56,45 @@ def save_model(path, model, *, model_name: str, num_classes: int, model_options:
     )
 
 
-def read_model_file(path: str | Path) -> dict:
+def _weights_only_reason(exc: Exception) -> str:
+    """The unpickler's own reason (e.g. "Unsupported global: GLOBAL getattr") out of torch's
+    long message, or the exception's name."""
+    text = str(exc)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        lines = [line.strip() for line in text.split(marker, 1)[1].splitlines() if line.strip()]
+        if lines:
+            return lines[0].split(" was not an allowed global")[0][:120]
+    return exc.__class__.__name__
+
+
+def load_torch_file(path: str | Path, what: str = "torch file"):
+    """``torch.load(path, map_location="cpu", weights_only=True)``; any failure -> one-line
+    :class:`UdasError` naming the file and ``what`` it should have been ("model file", ...)."""
     path = Path(path)
+    if path.is_dir():
+        raise UdasError(f"{path}: is a folder, not a {what}")
     if not path.is_file():
-        raise UdasError(f"{path}: model file not found")
+        raise UdasError(f"{path}: {what} not found")
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=False)
+        with warnings.catch_warnings():  # torch warns about a plain pickle's protocol before refusing it
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if not str(exc).startswith("Weights only load failed"):
+            raise UdasError(f"{path}: {what} not readable (UnpicklingError); it is damaged or was not written by torch.save") from None
+        raise UdasError(
+            f"{path}: refused: not a weights-only file (it may carry code; the loader stopped at: "
+            f"{_weights_only_reason(exc)}); udas-ray loads only tensors and plain values, use a {what} written by udas-ray"
+        ) from None
+    except PermissionError:
+        raise UdasError(f"{path}: {what} not readable (permission denied)") from None
     except Exception as exc:  # torch raises many kinds for a damaged file
-        raise UdasError(f"{path}: not a readable model file ({exc.__class__.__name__})") from None
+        raise UdasError(f"{path}: {what} not readable ({exc.__class__.__name__}); it is damaged or was not written by torch.save") from None
+
+
+def read_model_file(path: str | Path) -> dict:
+    blob = load_torch_file(path, "model file")
     if not isinstance(blob, dict) or blob.get("format") != MODEL_FORMAT:
         raise UdasError(f"{path}: not a udas-ray model file (expected a model.pt written by a stage)")
     return blob
