@@ -1,10 +1,13 @@
 """Tests of udas_ray.models: shapes, torchvision-compatible weights, errors, freeze_bn."""
 
+import numpy as np
 import pytest
 import torch
 
 from udas_ray.errors import UdasError
-from udas_ray.models import MODEL_NAMES, build_discriminator, build_segmenter, param_groups
+from udas_ray.inference import to_input
+from udas_ray.models import MODEL_NAMES, build_discriminator, build_segmenter, param_groups, to_memory_format
+from udas_ray.models.cyclegan import build_generator
 
 torch.set_num_threads(2)
 
@@ -241,3 +244,66 @@ def test_param_groups_classifier_at_10x():
     assert len(body["params"]) + len(head["params"]) == len(list(model.parameters()))
     opt = torch.optim.SGD(groups, lr=0.01, momentum=0.9)
     assert [g["lr_mult"] for g in opt.param_groups] == [1.0, 10.0]
+
+
+# ---------------------------------------------------------------- memory format
+def _logits_and_grads(model, x, weights):
+    out = model(x)
+    (out * weights).mean().backward()
+    return out.detach(), {n: p.grad for n, p in model.named_parameters()}
+
+
+def _same_in_both_layouts(build, x):
+    """``build()`` twice from one seed: default layout on NCHW ``x`` vs channels-last on channels-last ``x``."""
+    torch.manual_seed(0)
+    plain = build()
+    torch.manual_seed(0)
+    cl = to_memory_format(build(), True)
+    conv_weights = [p for p in cl.parameters() if p.dim() == 4]
+    assert conv_weights and all(p.is_contiguous(memory_format=torch.channels_last) for p in conv_weights)
+    x_plain, x_cl = to_memory_format(x, False), to_memory_format(x, True)
+    assert x_plain.is_contiguous() and not x_cl.is_contiguous()
+    torch.manual_seed(1)
+    weights = torch.randn_like(plain(x_plain))
+    out_plain, grads_plain = _logits_and_grads(plain, x_plain, weights)
+    out_cl, grads_cl = _logits_and_grads(cl, x_cl, weights)
+    torch.testing.assert_close(out_cl, out_plain, rtol=1e-4, atol=1e-5)
+    assert grads_plain.keys() == grads_cl.keys()
+    for name, grad in grads_plain.items():
+        assert grad is not None, name
+        torch.testing.assert_close(grads_cl[name], grad, rtol=1e-4, atol=1e-5, msg=lambda m, n=name: f"{n}: {m}")
+
+
+def test_channels_last_segmenter_matches_default_layout():
+    # zero_init_residual off: with the blocks' last BatchNorms at 0, their convolutions' gradients would be 0
+    _same_in_both_layouts(lambda: build_segmenter("deeplabv2_tiny", NUM_CLASSES, zero_init_residual=False),
+                          torch.randn(2, 3, 48, 96))
+
+
+def test_channels_last_discriminator_matches_default_layout():
+    maps = torch.softmax(torch.randn(2, NUM_CLASSES, 64, 128), dim=1)
+    _same_in_both_layouts(lambda: build_discriminator(NUM_CLASSES, ndf=16), maps)
+
+
+# torch 2.13 (CPU): F.instance_norm's input gradient is wrong for a batch of one when the gradient
+# arriving from the next (channels-last) convolution is channels-last; batch_norm and group_norm are not.
+INSTANCE_NORM_BATCH1 = pytest.mark.xfail(reason="torch instance_norm backward, N=1, channels-last grad", strict=False)
+
+
+@pytest.mark.parametrize("batch", [pytest.param(1, marks=INSTANCE_NORM_BATCH1), 2])
+def test_channels_last_cyclegan_generator_matches_default_layout(batch):
+    _same_in_both_layouts(lambda: build_generator(ngf=8, n_blocks=2), torch.rand(batch, 3, 48, 96) * 2 - 1)
+
+
+def test_to_memory_format_and_to_input_layouts():
+    x = torch.randn(2, 3, 4, 5)
+    assert to_memory_format(x, False) is x
+    assert to_memory_format(x, True).stride() == (60, 1, 15, 3)
+    flat = torch.randn(3, 4)
+    assert to_memory_format(flat, True) is flat
+    with pytest.raises(TypeError):
+        to_memory_format([x], True)
+    images = np.random.default_rng(0).integers(0, 256, (2, 4, 5, 3), dtype=np.uint8)
+    default, nchw = to_input(images), to_input(images, channels_last=False)
+    assert default.is_contiguous(memory_format=torch.channels_last) and nchw.is_contiguous()
+    assert torch.equal(default, nchw)
