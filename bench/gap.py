@@ -17,7 +17,7 @@ import torch
 from udas_ray.cli import DEFAULT_CONFIG
 from udas_ray.config import load_config
 from udas_ray.data.splits import load_splits
-from udas_ray.stages import segment
+from udas_ray.stages import kinds, segment
 
 
 def main():
@@ -34,7 +34,7 @@ def main():
         out = {}
         for kind in args.kinds.split(","):
             start = time.time()
-            spec = segment.build_spec(cfg, splits, kind, kind, f"{tmp}/{kind}")
+            spec = kinds.build_spec(cfg, splits, kind, kind, f"{tmp}/{kind}")
             segment.run_plain(cfg, spec)
             m = segment.read_metrics(f"{tmp}/{kind}")
             out[kind] = {"miou": round(m["miou"], 2), "pixel_accuracy": round(m["pixel_accuracy"], 2),

@@ -73,7 +73,7 @@ def plain_views_per_s(cfg, split, model_path, staging: Path) -> float:
     """The same work as one actor (decode, resize, K views, merge, two PNGs, histogram), in-process."""
     torch.set_num_threads(2)
     predictor = pseudo.TeacherPredictor(str(model_path), tuple(cfg.data.image_size),
-                                        pseudo.ViewParams(cfg.pseudo.k, cfg.pseudo.flip), str(staging), threads=2)
+                                        pseudo.ViewParams(k=cfg.pseudo.k, flip=cfg.pseudo.flip), str(staging), threads=2)
     batch_size = cfg.pseudo.batch_size
     start = time.perf_counter()
     for i in range(0, len(split), batch_size):

@@ -25,8 +25,8 @@ from udas_ray.cli import DEFAULT_CONFIG
 from udas_ray.cluster import connect
 from udas_ray.config import load_config
 from udas_ray.data.splits import load_splits
-from udas_ray.stages import segment
-from udas_ray.stages.runtime import PlainSession
+from udas_ray.stages import kinds, segment
+from udas_ray.stages.runtime import read_history
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -52,23 +52,21 @@ def main():
             f"train.eval_every={args.steps}", f"train.checkpoint_every={args.steps}", "train.log_every=25",
             "scaling.num_workers=1", *args.overrides])
         splits = load_splits(cfg, check_files=False)
-        spec = segment.build_spec(cfg, splits, "teacher", "teacher", Path(tmp) / "teacher")
+        spec = kinds.build_spec(cfg, splits, "teacher", "teacher", Path(tmp) / "teacher")
         # Every slot of the log windows feeds the rate; the final eval is outside the windows.
         threads = max(1, round(cfg.scaling.cpus_per_worker + cfg.scaling.data_cpus))
 
         torch.set_num_threads(threads)
         start = time.perf_counter()
-        segment.segment_loop(cfg, replace(spec, out_dir=f"{tmp}/plain"),
-                             segment.plain_batches(spec, cfg.train.batch_size, cfg.run.seed),
-                             PlainSession(Path(tmp) / "plain-ckpt"))
+        segment.run_plain(cfg, replace(spec, out_dir=f"{tmp}/plain"), checkpoint_dir=Path(tmp) / "plain-ckpt")
         plain_wall = time.perf_counter() - start
-        plain_rate, plain_wait = rate_after_warmup(segment.read_history(f"{tmp}/plain"))
+        plain_rate, plain_wait = rate_after_warmup(read_history(f"{tmp}/plain"))
 
         connect(cfg)
         start = time.perf_counter()
         metrics = segment.run_on_ray(cfg, replace(spec, out_dir=f"{tmp}/ray"), storage=Path(tmp) / "ray")
         ray_wall = time.perf_counter() - start
-        ray_rate, ray_wait = rate_after_warmup(segment.read_history(f"{tmp}/ray"))
+        ray_rate, ray_wait = rate_after_warmup(read_history(f"{tmp}/ray"))
         plain_miou = segment.read_metrics(f"{tmp}/plain")["miou"]
     out = {
         "steps": args.steps, "batch_size": cfg.train.batch_size, "image_size": list(cfg.data.image_size),

@@ -11,9 +11,10 @@ the pipeline runs once per seed (in RUN_DIR/seed_N) and the table shows mean ± 
 import sys
 from pathlib import Path
 
-from udas_ray import cli, cluster, summary
+from udas_ray import atomic, cli, cluster, summary
 from udas_ray.data.splits import load_splits
 from udas_ray.driver import CONFIG_FILE, check_run_dir, driver_actor
+from udas_ray.runlock import RunLock
 
 
 def seed_configs(cfg):
@@ -40,7 +41,16 @@ def main(argv=None):
         splits[seed] = load_splits(seed_cfg)  # the labeled subset depends on the seed
     for line in next(iter(splits.values())).describe():
         print(line)
+    with RunLock(cfg.run.dir):  # a second job on this run.dir fails here, before any Ray work
+        result = run_pipelines(cfg, configs, splits)
+    print()
+    print(summary.table(result))
+    print(f"\nsummary: {result['run_dir']}/{summary.SUMMARY_FILE}")
+    return 0
 
+
+def run_pipelines(cfg, configs: dict, splits: dict) -> dict:
+    """One driver actor per seed, at most run.concurrent_seeds at once; the (aggregated) summary."""
     import ray
 
     cluster.connect(cfg)
@@ -55,16 +65,12 @@ def main(argv=None):
     if cfg.run.seeds:
         run_dir = Path(cfg.run.dir).resolve()
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / CONFIG_FILE).write_text(cfg.to_yaml())
+        atomic.write_text(run_dir / CONFIG_FILE, cfg.to_yaml())
         result = summary.aggregate(results)
         result["run_dir"] = str(run_dir)
         summary.write(run_dir, result)
-    else:
-        result = results[cfg.run.seed]
-    print()
-    print(summary.table(result))
-    print(f"\nsummary: {result['run_dir']}/{summary.SUMMARY_FILE}")
-    return 0
+        return result
+    return results[cfg.run.seed]
 
 
 if __name__ == "__main__":

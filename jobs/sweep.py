@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from udas_ray import cli, cluster
+from udas_ray import atomic, cli, cluster
 from udas_ray.data.splits import load_splits
 from udas_ray.driver import CONFIG_FILE, MANIFEST_FILE, check_run_dir
 from udas_ray.errors import UdasError
@@ -85,7 +85,7 @@ def main(argv=None):
     cluster.check_fits(cfg, reserved=cfg.tune.cpus_per_trial, what="the trial itself (tune.cpus_per_trial)")
     run_dir = Path(cfg.run.dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / CONFIG_FILE).write_text(cfg.to_yaml())
+    atomic.write_text(run_dir / CONFIG_FILE, cfg.to_yaml())
     results = build_tuner(cfg, parsed, run_dir).fit()
 
     close_stopped_trials(cfg, run_dir)
@@ -107,10 +107,10 @@ def main(argv=None):
         print(f"{values}  {row['miou'] if row['miou'] is not None else float('nan'):7.2f}  {status}")
     best_cfg = trial_config(cfg.override({"tune.space": {}}).to_dict(), {k: best[k] for k in keys},
                             str(run_dir / "best"))
-    (run_dir / "best.yaml").write_text("# the best trial of " + str(run_dir) + f": mIoU {best['miou']:.2f}\n"
+    atomic.write_text(run_dir / "best.yaml", "# the best trial of " + str(run_dir) + f": mIoU {best['miou']:.2f}\n"
                                        + yaml.safe_dump(best_cfg.to_dict(), sort_keys=False))
-    (run_dir / "sweep.json").write_text(json.dumps({"metric": METRIC, "best": best, "trials": rows}, indent=1))
-    print(f"\nbest: " + ", ".join(f"{k}={best[k]}" for k in keys) + f"  mIoU {best['miou']:.2f}")
+    atomic.write_json(run_dir / "sweep.json", {"metric": METRIC, "best": best, "trials": rows})
+    print("\nbest: " + ", ".join(f"{k}={best[k]}" for k in keys) + f"  mIoU {best['miou']:.2f}")
     print(f"wrote {run_dir / 'best.yaml'}; run it with: python jobs/self_train.py --config {run_dir / 'best.yaml'}")
     return 0
 

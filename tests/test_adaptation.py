@@ -8,7 +8,8 @@ import torch
 from udas_ray.data import augment
 from udas_ray.data.sampling import class_probabilities, rare_class_weights
 from udas_ray.data.splits import load_splits
-from udas_ray.stages import ema, segment
+from udas_ray.stages import ema, kinds, segment
+from udas_ray.stages.runtime import read_history
 
 
 def test_randomization_changes_appearance_but_only_takes_images():
@@ -56,21 +57,21 @@ def test_noisy_student_and_source_share(tiny_cfg, tmp_path):
                              "self_training.source_share": 0.25})
     splits = load_splits(cfg)
     pseudo = Split("pseudo", "x", "train", splits.target_train.samples, "labelids")
-    spec = segment.build_spec(cfg, splits, "student", "round_1", tmp_path, pseudo=pseudo)
+    spec = kinds.build_spec(cfg, splits, "student", "round_1", tmp_path, pseudo=pseudo)
     assert spec.augment.randomize and spec.augment.classmix_sup
     assert spec.streams.extra_share == 0.25 and len(spec.streams.extra) == len(splits.source)
-    plain = segment.build_spec(tiny_cfg, splits, "student", "round_1", tmp_path, pseudo=pseudo)
+    plain = kinds.build_spec(tiny_cfg, splits, "student", "round_1", tmp_path, pseudo=pseudo)
     assert not plain.augment.randomize and not plain.streams.extra
 
 
 def test_randomization_and_rare_class_sampling_leave_source_only_plain(tiny_cfg, tmp_path):
     cfg = tiny_cfg.override({"augment.randomize.enabled": True, "data.rare_class_sampling.enabled": True})
     splits = load_splits(cfg)
-    plain = segment.build_spec(cfg, splits, "source_only", "source_only", tmp_path)
+    plain = kinds.build_spec(cfg, splits, "source_only", "source_only", tmp_path)
     assert plain.augment.randomize is None and plain.streams.sup_weights is None
-    randomized = segment.build_spec(cfg, splits, "source_randomized", "source_randomized", tmp_path)
+    randomized = kinds.build_spec(cfg, splits, "source_randomized", "source_randomized", tmp_path)
     assert randomized.augment.randomize and len(randomized.streams.sup_weights) == len(splits.source)
-    teacher = segment.build_spec(cfg, splits, "teacher", "teacher", tmp_path)
+    teacher = kinds.build_spec(cfg, splits, "teacher", "teacher", tmp_path)
     assert teacher.augment.randomize and teacher.streams.sup_weights is not None
 
 
@@ -96,10 +97,10 @@ def test_classmix_masks_cover_whole_classes():
 
 def test_ema_stage_trains_and_saves_the_mean_teacher(tiny_cfg, tmp_path):
     splits = load_splits(tiny_cfg)
-    spec = segment.build_spec(tiny_cfg, splits, "ema", "ema", tmp_path / "ema")
-    assert spec.streams.has_adv and spec.lambda_adv == 0
+    spec = kinds.build_spec(tiny_cfg, splits, "ema", "ema", tmp_path / "ema")
+    assert spec.streams.has_target and spec.terms == {"seg": 1.0, "mix": 1.0}
     segment.run_plain(tiny_cfg, spec, checkpoint_dir=tmp_path / "ckpt")
-    history = segment.read_history(tmp_path / "ema")
+    history = read_history(tmp_path / "ema")
     assert "loss_mix" in history[-1] and 0 <= history[-1]["mix_quality"] <= 1
     state = torch.load(tmp_path / "ckpt" / "state.pt", weights_only=False)
     saved = torch.load(tmp_path / "ema" / "model.pt", weights_only=False)["state_dict"]
@@ -140,10 +141,10 @@ def test_teacher_gets_target_batchnorm_statistics_and_records_both_scores(tiny_c
 
     cfg = tiny_cfg.override({"train.adabn": True})
     splits = load_splits(cfg)
-    spec = segment.build_spec(cfg, splits, "teacher", "teacher", tmp_path / "teacher")
+    spec = kinds.build_spec(cfg, splits, "teacher", "teacher", tmp_path / "teacher")
     assert len(spec.adabn) == len(splits.target_train)
     for kind in ("source_only", "source_randomized", "oracle"):  # baselines stay unadapted
-        assert segment.build_spec(cfg, splits, kind, kind, tmp_path / kind).adabn == []
+        assert kinds.build_spec(cfg, splits, kind, kind, tmp_path / kind).adabn == []
     final = segment.run_plain(cfg, spec, checkpoint_dir=tmp_path / "ckpt")
     assert 0 <= final["val_miou_before_adabn"] <= 100
     assert segment.read_metrics(spec.out_dir)["val_miou_before_adabn"] == final["val_miou_before_adabn"]

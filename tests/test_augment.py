@@ -120,7 +120,8 @@ def streams(tmp_path_factory):
         img = save(root / "tgt" / f"{i}.png", rng.integers(0, 256, (24, 40, 3)).astype(np.uint8))
         lbl = save(root / "tgt" / f"{i}_l.png", np.full((24, 40), 26, np.uint8), "L")
         mix_target.append((str(img), str(lbl), "labelids"))
-    return Streams(sup, (24, 40), (24, 40), mix_source, mix_target, adv=[(i[0], None, "labelids") for i in sup])
+    return Streams(sup=sup, sup_size=(24, 40), target_size=(24, 40), mix_source=mix_source, mix_target=mix_target,
+                   target=[(i[0], None, "labelids") for i in sup])
 
 
 def _match(label, loaded):
@@ -137,7 +138,7 @@ def test_batch_builder_labels_only_flipped_or_mixed(streams):
     params = AugmentParams(flip=True, brightness=0.5, contrast=0.5, saturation=0.5, hue=0.1, jitter_sup=True)
     batch = BatchBuilder(streams, params, seed=0)({"id": np.arange(12)})
     assert batch["sup_image"].shape == (12, 24, 40, 3) and batch["sup_label"].shape == (12, 24, 40)
-    assert batch["adv_image"].shape == (12, 24, 40, 3)
+    assert batch["target_image"].shape == (12, 24, 40, 3)
     flips = set()
     for image, label in zip(batch["sup_image"], batch["sup_label"]):
         k, flipped = _match(label, loaded)

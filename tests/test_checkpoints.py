@@ -2,7 +2,6 @@
 everything udas-ray saves itself (model files, training states, CycleGAN state, generator files)
 still loads that way."""
 
-import os
 import pathlib
 import pickle
 import subprocess

@@ -106,7 +106,7 @@ def test_style_transfer_runs_first_feeds_the_teacher_and_is_skipped_on_resume(ra
 
     from udas_ray.stages import style
 
-    monkeypatch.setattr(style, "run_style_on_ray", lambda *a, **k: pytest.fail("style retrained on resume"))
+    monkeypatch.setattr(style, "run_on_ray", lambda *a, **k: pytest.fail("style retrained on resume"))
     Pipeline(cfg, load_splits(cfg)).run()
 
 

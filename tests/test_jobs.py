@@ -49,6 +49,28 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(tiny_data, tmp_path, o
     assert not run_dir.exists()  # refused before any work
 
 
+def test_a_second_job_on_a_busy_run_dir_fails_at_once(tiny_data, tmp_path):
+    """Another job holds run.dir (here: a process holding its lock): this one stops in seconds,
+    naming the folder and the other process, and writes nothing there."""
+    source, target = tiny_data
+    run_dir = tmp_path / "run"
+    holder = subprocess.Popen([PYTHON, "-c", "import sys, time; from udas_ray.runlock import RunLock; "
+                               f"lock = RunLock({str(run_dir)!r}).acquire(); print('held', flush=True); "
+                               "time.sleep(60)"], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        start = time.monotonic()
+        proc = run_job("jobs/self_train.py", *tiny_overrides(source, target, run_dir), timeout=60)
+        assert time.monotonic() - start < 10
+        assert proc.returncode == 2, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and str(run_dir) in lines[0] and f"pid {holder.pid}" in lines[0]
+        assert sorted(p.name for p in run_dir.iterdir()) == [".lock"]
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_a_missing_config_file_is_named(tmp_path):
     proc = run_job("jobs/self_train.py", "--config", str(tmp_path / "nope.yaml"), timeout=60)
     assert proc.returncode == 2 and "nope.yaml: config file not found" in proc.stderr

@@ -7,6 +7,7 @@ import torch
 import torch._dynamo  # noqa: F401  (the first optimizer imports it: ~0.8 s, paid at collection)
 
 from udas_ray.losses import (SOURCE, TARGET, adversarial_loss, confidence_mask, discriminator_loss, domain_loss,
+                             entropy_loss,
                              segmentation_loss, sharpen)
 from udas_ray.models import build_discriminator
 
@@ -114,3 +115,13 @@ def test_one_adam_step_lowers_discriminator_loss():
     with torch.no_grad():
         after = discriminator_loss(disc, source, target)
     assert after.item() < before.item()
+
+
+def test_entropy_loss_by_hand():
+    uniform = torch.zeros(1, 4, 2, 2)  # every pixel 1/4 each: the largest entropy, log 4 / log 4
+    assert entropy_loss(uniform).item() == pytest.approx(1.0)
+    logits = torch.tensor([math.log(3.0), 0.0]).view(1, 2, 1, 1)  # p = (3/4, 1/4)
+    expected = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25)) / math.log(2)
+    assert entropy_loss(logits).item() == pytest.approx(expected)
+    confident = torch.tensor([30.0, 0.0]).view(1, 2, 1, 1)
+    assert entropy_loss(confident).item() < 1e-6

@@ -15,7 +15,7 @@ import pytest
 from udas_ray import tracking
 from udas_ray.data.splits import load_splits
 from udas_ray.errors import UdasError
-from udas_ray.stages import pseudo, segment
+from udas_ray.stages import kinds, pseudo, segment
 
 
 def _mlflow_run(cfg, name):
@@ -27,7 +27,7 @@ def _mlflow_run(cfg, name):
 def test_teacher_on_two_ray_workers_logs_to_mlflow(ray_session, tiny_cfg, tmp_path):
     cfg = tiny_cfg.override({"scaling.num_workers": 2, "scaling.cpus_per_worker": 0.5, "train.steps": 4})
     uri, run_id = _mlflow_run(cfg, "teacher")
-    spec = replace(segment.build_spec(cfg, load_splits(cfg), "teacher", "teacher", tmp_path / "teacher"),
+    spec = replace(kinds.build_spec(cfg, load_splits(cfg), "teacher", "teacher", tmp_path / "teacher"),
                    tracking_uri=uri, mlflow_run_id=run_id)
     metrics = segment.run_on_ray(cfg, spec, storage=tmp_path / "ray")
 
@@ -65,7 +65,7 @@ def _kill_worker_after_first_checkpoint(storage: Path, name: str, killed: list):
 def test_a_killed_worker_resumes_from_its_last_checkpoint(ray_session, tiny_cfg, tmp_path):
     cfg = tiny_cfg.override({"scaling.num_workers": 1, "scaling.max_failures": 1, "train.steps": 60,
                              "train.checkpoint_every": 5, "train.eval_every": 60, "train.log_every": 10})
-    spec = segment.build_spec(cfg, load_splits(cfg), "source_only", "killed", tmp_path / "killed")
+    spec = kinds.build_spec(cfg, load_splits(cfg), "source_only", "killed", tmp_path / "killed")
     killed = []
     killer = threading.Thread(target=_kill_worker_after_first_checkpoint, args=(tmp_path / "ray", "killed", killed))
     killer.start()
@@ -78,7 +78,7 @@ def test_a_killed_worker_resumes_from_its_last_checkpoint(ray_session, tiny_cfg,
 
 def test_pseudo_labels_are_published_atomically_with_statistics(ray_session, tiny_cfg, tmp_path):
     splits = load_splits(tiny_cfg)
-    spec = segment.build_spec(tiny_cfg, splits, "oracle", "oracle", tmp_path / "oracle")
+    spec = kinds.build_spec(tiny_cfg, splits, "oracle", "oracle", tmp_path / "oracle")
     segment.run_plain(tiny_cfg, spec)
     model = tmp_path / "oracle" / "model.pt"
 

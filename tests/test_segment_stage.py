@@ -10,26 +10,27 @@ from udas_ray.checkpoints import load_model
 from udas_ray.data.batches import AugmentParams, BatchBuilder
 from udas_ray.data.splits import load_splits
 from udas_ray.errors import UdasError
-from udas_ray.stages import segment
+from udas_ray.stages import kinds, segment
+from udas_ray.stages.runtime import read_history
 
 
 def spec_for(cfg, kind, tmp_path, **kw):
-    return segment.build_spec(cfg, load_splits(cfg), kind, kind, tmp_path / kind, **kw)
+    return kinds.build_spec(cfg, load_splits(cfg), kind, kind, tmp_path / kind, **kw)
 
 
 def test_teacher_streams_follow_the_config(tiny_cfg, tmp_path):
     spec = spec_for(tiny_cfg, "teacher", tmp_path)
-    assert spec.streams.has_mix and spec.streams.has_adv
-    assert (spec.lambda_adv, spec.lambda_cm) == (tiny_cfg.loss.lambda_adv, tiny_cfg.loss.lambda_cm)
+    assert spec.streams.has_mix and spec.streams.has_target
+    assert spec.terms == {"seg": 1.0, "cm": tiny_cfg.loss.lambda_cm, "adv": tiny_cfg.loss.lambda_adv}
     assert len(spec.streams.mix_target) == 2 and len(spec.streams.sup) == 8
 
     no_labels = spec_for(tiny_cfg.override({"data.target.labeled": 0}), "teacher", tmp_path)
-    assert not no_labels.streams.has_mix and no_labels.lambda_cm == 0  # pure UDA
+    assert not no_labels.streams.has_mix and "cm" not in no_labels.terms  # pure UDA
     source_only = spec_for(tiny_cfg, "source_only", tmp_path)
-    assert not source_only.streams.has_mix and not source_only.streams.has_adv
-    assert source_only.lambda_adv == 0 and source_only.lambda_cm == 0
+    assert not source_only.streams.has_mix and not source_only.streams.has_target
+    assert source_only.terms == {"seg": 1.0}
     no_adv = spec_for(tiny_cfg.override({"loss.lambda_adv": 0}), "teacher", tmp_path)
-    assert not no_adv.streams.has_adv
+    assert not no_adv.streams.has_target
 
 
 def test_baselines_train_on_target_labels(tiny_cfg, tmp_path):
@@ -47,7 +48,7 @@ def test_batch_builder_gives_uint8_batches_and_is_reproducible(tiny_cfg, tmp_pat
     batch = builder({"id": np.arange(4)})
     assert batch["sup_image"].shape == (4, 32, 64, 3) and batch["sup_image"].dtype == np.uint8
     assert batch["sup_label"].shape == (4, 32, 64) and batch["mix_label"].shape == (4, 32, 64)
-    assert batch["adv_image"].shape == (4, 32, 64, 3)
+    assert batch["target_image"].shape == (4, 32, 64, 3)
     assert set(np.unique(batch["sup_label"])) <= {0, 2, 10, 13, 255}
     again = BatchBuilder(spec.streams, spec.augment, seed=3)({"id": np.arange(4)})
     assert all(np.array_equal(batch[k], again[k]) for k in batch)
@@ -98,9 +99,9 @@ def test_student_starts_from_its_teacher(tiny_cfg, tmp_path):
     teacher = spec_for(tiny_cfg.override({"loss.lambda_adv": 0}), "source_only", tmp_path)
     segment.run_plain(tiny_cfg, teacher)
     splits = load_splits(tiny_cfg)
-    student = segment.build_spec(tiny_cfg, splits, "oracle", "student_like", tmp_path / "s",
+    student = kinds.build_spec(tiny_cfg, splits, "oracle", "student_like", tmp_path / "s",
                                  init=str(tmp_path / "source_only" / "model.pt"))
-    model = segment.build_models(tiny_cfg, student)[0]
+    model = segment.build_model(tiny_cfg, student)[0]
     reference, _ = load_model(tmp_path / "source_only" / "model.pt")
     for a, b in zip(model.state_dict().values(), reference.state_dict().values()):
         assert torch.equal(a, b)
@@ -115,7 +116,7 @@ def test_student_refuses_a_teacher_of_another_model(tiny_cfg, tmp_path):
                       model_options={}, stage="x", step=1, config={})
     spec = spec_for(tiny_cfg, "oracle", tmp_path, init=str(path))
     with pytest.raises(UdasError, match="do not fit"):
-        segment.build_models(tiny_cfg, spec)
+        segment.build_model(tiny_cfg, spec)
 
 
 def test_metrics_file_is_json(tiny_cfg, tmp_path):
@@ -123,3 +124,18 @@ def test_metrics_file_is_json(tiny_cfg, tmp_path):
     segment.run_plain(tiny_cfg, spec)
     data = json.loads((tmp_path / "source_only" / "metrics.json").read_text())
     assert len(data["confusion"]) == 19 and sum(map(sum, data["confusion"])) > 0
+
+
+def test_a_term_joins_the_teacher_by_its_config_key(tiny_cfg, tmp_path):
+    assert "entropy" not in spec_for(tiny_cfg, "teacher", tmp_path).terms  # off by default
+    cfg = tiny_cfg.override({"loss.lambda_entropy": 0.1})
+    spec = spec_for(cfg, "teacher", tmp_path)
+    assert spec.terms["entropy"] == pytest.approx(0.1) and spec.streams.has_target
+    assert "entropy" not in spec_for(cfg, "source_only", tmp_path).terms  # only kinds that list it
+    segment.run_plain(cfg, spec)
+    logged = [r for r in read_history(spec.out_dir) if "loss" in r]
+    assert logged and all(0 <= r["loss_entropy"] <= 1 for r in logged)
+    # the total is the weighted sum of the logged terms (window means of each)
+    for r in logged:
+        weighted = sum(w * r[f"loss_{name}"] for name, w in spec.terms.items())
+        assert r["loss"] == pytest.approx(weighted, rel=1e-5)

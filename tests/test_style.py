@@ -12,11 +12,17 @@ from PIL import Image
 from udas_ray import tracking
 from udas_ray.data import readers
 from udas_ray.models import cyclegan
-from udas_ray.stages import style
-from udas_ray.stages.runtime import PlainSession
+from udas_ray.errors import UdasError
+from udas_ray.stages import style, translate
+from udas_ray.stages.runtime import read_history
 
-TINY = dict(steps=4, batch_size=2, ngf=4, n_blocks=1, ndf=4, n_layers=2, pool_size=3, image_size=(32, 64),
-            sample_every=2, checkpoint_every=2, log_every=2, samples=2, translate_batch_size=4)
+TINY = {"style.steps": 4, "style.batch_size": 2, "style.ngf": 4, "style.n_blocks": 1, "style.ndf": 4,
+        "style.n_layers": 2, "style.pool_size": 3, "style.image_size": [32, 64], "style.sample_every": 2,
+        "style.checkpoint_every": 2, "style.log_every": 2, "style.translate_batch_size": 4}
+
+
+def _cfg(tiny_cfg, **more):
+    return tiny_cfg.override({**TINY, **{f"style.{k}": v for k, v in more.items()}})
 
 
 def _splits(tiny_data):
@@ -84,25 +90,26 @@ def test_lr_is_constant_then_decays_linearly():
 def test_restyle_returns_each_image_at_its_own_resolution(size):
     G = cyclegan.build_generator(ngf=4, n_blocks=1).eval()
     batch = [np.zeros((34, 50, 3), np.uint8), np.full((40, 64, 3), 200, np.uint8)]
-    out = style.restyle(G, batch, size)
+    out = translate.restyle(G, batch, size)
     assert [o.shape for o in out] == [(34, 50, 3), (40, 64, 3)] and all(o.dtype == np.uint8 for o in out)
 
 
-def test_params_reject_sizes_the_generator_cannot_keep():
-    with pytest.raises(Exception, match="multiples of 4"):
-        style.StyleParams(image_size=(30, 64))
+def test_config_rejects_sizes_the_generator_cannot_keep(tiny_cfg):
+    with pytest.raises(UdasError, match="style.image_size: both sides must be at least 32 and divisible by 4"):
+        tiny_cfg.override({"style.image_size": [30, 64]})
 
 
 # ---------------------------------------------------------------------------- the loop
-def test_plain_loop_checkpoints_writes_grids_and_resumes(tiny_data, tmp_path):
+def test_plain_loop_checkpoints_writes_grids_and_resumes(tiny_cfg, tiny_data, tmp_path):
     source, target = _splits(tiny_data)
-    params = style.StyleParams(**TINY)
+    cfg = _cfg(tiny_cfg)
     src, tgt = style.image_items(source), style.image_items(target)
-    batch = style.StyleBatchBuilder(src, tgt, params.image_size, seed=0)({"id": np.arange(3)})
+    batch = style.StyleBatchBuilder(src, tgt, (32, 64), seed=0)({"id": np.arange(3)})
     assert batch["source"].shape == batch["target"].shape == (3, 32, 64, 3) and batch["source"].dtype == np.uint8
 
     out = tmp_path / "style"
-    metrics = style.run_style_plain(params, src, tgt, out, checkpoint_dir=tmp_path / "ckpt")
+    spec = style.build_spec(source, target, out)
+    metrics = style.run_plain(cfg, spec, checkpoint_dir=tmp_path / "ckpt")
     assert metrics["step"] == 4
     losses = {k: v for k, v in metrics.items() if k.startswith("loss")}
     assert {"loss_g", "loss_gan_g", "loss_cyc_s", "loss_cyc_t", "loss_id", "loss_d_t", "loss_d_s"} <= set(losses)
@@ -111,24 +118,22 @@ def test_plain_loop_checkpoints_writes_grids_and_resumes(tiny_data, tmp_path):
     assert state["step"] == 4 and {"G", "F", "D_T", "D_S", "opt_g", "opt_d", "pool_t", "pool_s"} <= set(state)
     assert len(state["pool_t"]["images"]) == 3
     grid = np.asarray(Image.open(out / "samples" / "step_000004.png"))
-    assert grid.shape == (6 * 32 + 6 * 4, 2 * 64 + 4, 3)
+    assert grid.shape == (6 * 32 + 6 * 4, 4 * 64 + 3 * 4, 3)  # 4 fixed images per row
     assert (out / "samples" / "step_000002.png").is_file()
-    assert [r["step"] for r in style.read_history(out)] == [2, 4]
+    assert [r["step"] for r in read_history(out)] == [2, 4]
 
     G, blob = style.load_generator(out / "generator.pt")
     assert blob["arch"] == {"ngf": 4, "n_blocks": 1} and blob["step"] == 4
     assert G(torch.zeros(1, 3, 32, 64)).shape == (1, 3, 32, 64)
 
     # Longer run from the same checkpoint: resumes at step 4, not 0.
-    more = style.run_style_plain(style.StyleParams(**{**TINY, "steps": 6}), src, tgt, out,
-                                 checkpoint_dir=tmp_path / "ckpt")
+    more = style.run_plain(_cfg(tiny_cfg, steps=6), spec, checkpoint_dir=tmp_path / "ckpt")
     assert more["step"] == 6 and more["resumed_from"] == 4
 
 
-def test_identity_loss_is_off_at_zero(tiny_data, tmp_path):
+def test_identity_loss_is_off_at_zero(tiny_cfg, tiny_data, tmp_path):
     source, target = _splits(tiny_data)
-    params = style.StyleParams(**{**TINY, "steps": 2, "lambda_id": 0.0})
-    m = style.run_style_plain(params, style.image_items(source), style.image_items(target), tmp_path / "s")
+    m = style.run_plain(_cfg(tiny_cfg, steps=2, lambda_id=0.0), style.build_spec(source, target, tmp_path / "s"))
     assert "loss_id" not in m and m["step"] == 2
 
 
@@ -136,13 +141,13 @@ def test_identity_loss_is_off_at_zero(tiny_data, tmp_path):
 def test_style_on_ray_train_then_translate(ray_session, tiny_cfg, tiny_data, tmp_path):
     """One Ray Train worker fed by Ray Data, MLflow artifacts, then the actor-pool translation."""
     source, target = _splits(tiny_data)
-    cfg = tiny_cfg.override({"scaling.num_workers": 1, "scaling.cpus_per_worker": 1})
+    cfg = _cfg(tiny_cfg).override({"scaling.num_workers": 1, "scaling.cpus_per_worker": 1,
+                                   "style.cpus_per_actor": 0.5})
     uri = cfg.tracking_uri
     run_id = tracking.create_run(uri, cfg.mlflow.experiment, "style")
     out = tmp_path / "style"
-    params = style.StyleParams(**TINY)
-    metrics = style.run_style_on_ray(cfg, source, target, out, tmp_path / "ray", params=params,
-                                     tracking_uri=uri, run_id=run_id)
+    spec = style.build_spec(source, target, out, tracking_uri=uri, mlflow_run_id=run_id)
+    metrics = style.run_on_ray(cfg, spec, tmp_path / "ray")
     assert metrics["step"] == 4 and Path(metrics["generator"]).is_file()
     checkpoints = sorted(p for p in (tmp_path / "ray" / "style").glob("checkpoint_*") if p.is_dir())
     assert checkpoints and (checkpoints[-1] / "state.pt").is_file()
@@ -158,7 +163,7 @@ def test_style_on_ray_train_then_translate(ray_session, tiny_cfg, tiny_data, tmp
         a.path for a in client.list_artifacts(run_id, "style_samples")}
 
     final = tmp_path / "restyled" / "source"
-    split = style.translate_source(metrics["generator"], source, final, params, actors=1, cpus_per_actor=0.5)
+    split = translate.translate_source(metrics["generator"], source, final, cfg)
     assert len(split) == len(source) and split.label_kind == source.label_kind
     assert not any(p.name.startswith(".") for p in final.parent.iterdir())  # no staging left
     again = readers.read_gta5(final)
@@ -167,10 +172,10 @@ def test_style_on_ray_train_then_translate(ray_session, tiny_cfg, tiny_data, tmp
         assert Path(restyled.label).read_bytes() == Path(original.label).read_bytes()
         with Image.open(restyled.image) as new, Image.open(original.image) as old:
             assert new.size == old.size and new.mode == "RGB"
-    assert json.loads((final / style.TRANSLATED_FILE).read_text())["images"] == len(source)
+    assert json.loads((final / translate.TRANSLATED_FILE).read_text())["images"] == len(source)
 
     # A complete set is not translated again (the generator path is not even read).
     stamp = (final / "images" / source.samples[0].name).stat().st_mtime_ns
-    skipped = style.translate_source(tmp_path / "missing.pt", source, final, params, actors=1, cpus_per_actor=0.5)
+    skipped = translate.translate_source(tmp_path / "missing.pt", source, final, cfg)
     assert len(skipped) == len(source)
     assert (final / "images" / source.samples[0].name).stat().st_mtime_ns == stamp

@@ -72,5 +72,5 @@ def write_text(path: str | Path, text: str) -> Path:
 
 
 def write_json(path: str | Path, obj, indent: int | None = 1) -> Path:
-    """``json.dumps(obj, indent=indent)`` written atomically, as stages/runtime.write_json does."""
+    """``json.dumps(obj, indent=indent)`` written atomically."""
     return write_bytes(path, json.dumps(obj, indent=indent).encode("utf-8"))

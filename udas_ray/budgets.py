@@ -8,9 +8,9 @@ train split (proportional budgets for the embedded benchmark).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from udas_ray import atomic
 from udas_ray.errors import UdasError
 
 
@@ -61,8 +61,7 @@ def plot(table: list[dict], path: str | Path, title: str) -> Path:
 
 
 def write_table(table: list[dict], path: str | Path) -> Path:
-    Path(path).write_text(json.dumps({"budgets": table}, indent=1))
-    return Path(path)
+    return atomic.write_json(path, {"budgets": table})
 
 
 def format_table(table: list[dict]) -> str:

@@ -21,9 +21,9 @@ from typing import Any, Literal, Optional, Union, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from udas_ray.data.readers import SOURCE_FORMATS, TARGET_FORMATS
 from udas_ray.errors import UdasError
 
-DATA_FORMATS = ("gta5", "cityscapes", "synthia", "scenes")
 Size = tuple[int, int]
 
 
@@ -40,7 +40,7 @@ def _check_size(v):
 
 # ----------------------------------------------------------------------------------- data
 class SourceData(Section):
-    format: Literal["gta5", "synthia", "scenes", "cityscapes"] = "scenes"
+    format: Literal[SOURCE_FORMATS] = "scenes"
     root: str = "data/scenes/source"
     # [H, W] the source is resized to; null = data.image_size (the paper: 720x1280 vs 512x1024).
     image_size: Optional[Size] = None
@@ -52,7 +52,7 @@ class SourceData(Section):
 
 
 class TargetData(Section):
-    format: Literal["cityscapes", "scenes"] = "scenes"
+    format: Literal[TARGET_FORMATS] = "scenes"
     root: str = "data/scenes/target"
     labeled: int = Field(0, ge=0)  # labeled target-train images; 0 = pure UDA
 
@@ -127,6 +127,7 @@ class Loss(Section):
     temperature: float = Field(1.0, gt=0)  # softmax temperature of the discriminator's input
     # Target pixels whose max softmax is below this do not enter the adversarial term (0 = off).
     confidence: float = Field(0.0, ge=0, le=1)
+    lambda_entropy: float = Field(0.0, ge=0)  # teacher: entropy minimisation on unlabeled target (ADVENT)
 
 
 # -------------------------------------------------------------------------------- augment
@@ -311,6 +312,13 @@ class Config(Section):
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def get(self, key: str) -> Any:
+        """The value of a dotted key, e.g. ``cfg.get("loss.lambda_adv")``."""
+        node: Any = self
+        for part in key.split("."):
+            node = getattr(node, part)
+        return node
 
     def flat(self) -> dict[str, Any]:
         """``{"loss.lambda_adv": 0.001, ...}``: for MLflow params and config diffs."""

@@ -16,19 +16,19 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from udas_ray import atomic
 from udas_ray import summary as summary_mod
 from udas_ray import tracking
 from udas_ray.config import Config, diff, read_yaml, validate
 from udas_ray.data.splits import Splits
 from udas_ray.errors import UdasError
 from udas_ray.metrics import flat_metrics
-from udas_ray.stages import pseudo, segment, style
+from udas_ray.stages import kinds, pseudo, segment, style, translate
 
 log = logging.getLogger("udas_ray")
 
@@ -43,9 +43,10 @@ RESUMABLE_KEYS = ("run.fresh", "scaling", "data.verify", "mlflow.log_images_ever
 @dataclass(frozen=True)
 class StagePlan:
     name: str
-    kind: str  # a segment kind, or "pseudo"
+    kind: str  # a segmentation kind (udas_ray.stages.kinds), "pseudo" or "style"
     row: bool  # a row of the summary table
     round: int = 0
+    restyled: bool = False  # trains on the style stage's restyled source
 
 
 def plan(cfg: Config) -> list[StagePlan]:
@@ -54,12 +55,13 @@ def plan(cfg: Config) -> list[StagePlan]:
         stages.append(StagePlan("source_only", "source_only", True))
         if cfg.augment.randomize.enabled or cfg.data.rare_class_sampling.enabled:
             stages.append(StagePlan("source_randomized", "source_randomized", True))
-    if cfg.style.enabled:
+    restyled = cfg.style.enabled
+    if restyled:
         stages.append(StagePlan("style", "style", False))  # CycleGAN + restyling of the source
-        stages.append(StagePlan("style_transfer", "source_only", True))  # the "ST" row
+        stages.append(StagePlan("style_transfer", "source_only", True, restyled=True))  # the "ST" row
     if cfg.run.supervised and cfg.data.target.labeled > 0:
         stages.append(StagePlan("supervised", "supervised", True))
-    stages.append(StagePlan("teacher", "teacher", True))
+    stages.append(StagePlan("teacher", "teacher", True, restyled=restyled))
     if cfg.self_training.mode in ("offline", "both"):
         for r in range(1, cfg.self_training.rounds + 1):
             stages.append(StagePlan(f"pseudo_{r}", "pseudo", False, r))
@@ -118,9 +120,7 @@ class Manifest:
         self.save()
 
     def save(self) -> None:
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text(json.dumps(summary_mod.clean(self.data), indent=1))
-        tmp.replace(self.path)
+        atomic.write_json(self.path, summary_mod.clean(self.data))
 
 
 # ---------------------------------------------------------------------------- pipeline
@@ -149,21 +149,21 @@ class Pipeline:
         if cfg.run.fresh:
             reset_run_dir(self.run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / CONFIG_FILE).write_text(cfg.to_yaml())
+        atomic.write_text(self.run_dir / CONFIG_FILE, cfg.to_yaml())
         manifest = Manifest(self.run_dir / MANIFEST_FILE)
         parent = self._parent_run(manifest)
         logger = tracking.logger_for(self.uri, parent)
-        rows, previous_model, teacher_model = [], None, None
+        rows, models = [], {"previous": None, "teacher": None}  # what later stages start from
         for stage in plan(cfg):
             if manifest.done(stage.name):
                 log.info("[%s] done before: reusing it", stage.name)
             else:
-                self._run_stage(stage, manifest, parent, teacher_model if stage.kind == "ema" else previous_model)
+                self._run_stage(stage, manifest, parent, models)
             entry = manifest.stage(stage.name)
-            if stage.kind in ("teacher", "student"):
-                previous_model = entry["model"]
-            if stage.kind == "teacher":
-                teacher_model = entry["model"]
+            kind = kinds.KINDS.get(stage.kind)
+            if kind is not None and kind.labels_target:
+                models["previous"] = entry["model"]
+                models["teacher"] = models["teacher"] or entry["model"]
             if stage.row:
                 rows.append(summary_mod.stage_row(stage.name, entry["metrics"]))
                 # on the parent as soon as the stage is done: a run stopped later still shows it
@@ -202,17 +202,13 @@ class Pipeline:
             manifest.update(name, mlflow_run_id=run_id)
         return run_id
 
-    def _run_stage(self, stage: StagePlan, manifest: Manifest, parent: str | None, previous_model: str | None):
+    def _run_stage(self, stage: StagePlan, manifest: Manifest, parent: str | None, models: dict):
         run_id = self._stage_run(stage.name, manifest, parent)
         manifest.update(stage.name, status="running", kind=stage.kind, started=time.time())
         log.info("[%s] starting", stage.name)
+        runner = {"pseudo": self._pseudo, "style": self._style}.get(stage.kind, self._segment)
         try:
-            if stage.kind == "pseudo":
-                fields = self._pseudo(stage, previous_model, run_id)
-            elif stage.kind == "style":
-                fields = self._style(run_id)
-            else:
-                fields = self._segment(stage, previous_model, run_id)
+            fields = runner(stage, models, run_id)
         except BaseException:
             manifest.update(stage.name, status="failed")
             if run_id:
@@ -222,20 +218,20 @@ class Pipeline:
         if run_id:
             tracking.RunLogger(self.uri, run_id).finish()
 
-    def _segment(self, stage: StagePlan, previous_model: str | None, run_id: str | None) -> dict:
-        cfg = self.cfg
+    def _segment(self, stage: StagePlan, models: dict, run_id: str | None) -> dict:
+        cfg, kind = self.cfg, kinds.KINDS[stage.kind]
         out_dir = self.run_dir / "stages" / stage.name
         pseudo_labels, init, steps = None, None, None
-        if stage.kind == "student":
+        if kind.trains_on == "pseudo":
             pseudo_labels = pseudo.pseudo_split(self.run_dir / "pseudo" / f"round_{stage.round}", self.splits.target_train)
-        if stage.kind in ("student", "ema"):
-            init = previous_model if cfg.self_training.init == "teacher" else None
+        if kind.starts_from != "scratch":  # students and the ema stage: the self-training schedule
+            init = models[kind.starts_from] if cfg.self_training.init == "teacher" else None
             steps = cfg.self_training.steps
         splits = self.splits
-        if cfg.style.enabled and (stage.name == "style_transfer" or stage.kind == "teacher"):
-            splits = replace(splits, source=style.read_translated(self.run_dir / "style" / "source"))
-        spec = segment.build_spec(cfg, splits, stage.kind, stage.name, out_dir,
-                                  pseudo=pseudo_labels, init=init, steps=steps)
+        if stage.restyled:
+            splits = replace(splits, source=translate.read_translated(self.run_dir / "style" / "source"))
+        spec = kinds.build_spec(cfg, splits, stage.kind, stage.name, out_dir,
+                                pseudo=pseudo_labels, init=init, steps=steps)
         spec = replace(spec, tracking_uri=self.uri, mlflow_run_id=run_id)
         callbacks = self.train_callbacks() if self.train_callbacks else None
         metrics = segment.run_on_ray(cfg, spec, storage=self.run_dir / "ray", callbacks=callbacks)
@@ -243,20 +239,20 @@ class Pipeline:
         metrics.pop("confusion", None)
         return {"model": str(out_dir / segment.MODEL_FILE), "metrics": metrics}
 
-    def _style(self, run_id: str | None) -> dict:
+    def _style(self, stage: StagePlan, models: dict, run_id: str | None) -> dict:
         """Train the CycleGAN, then restyle the whole source set (reused on resume once written)."""
-        out_dir = self.run_dir / "stages" / "style"
-        params = style.StyleParams.from_config(self.cfg)
-        metrics = style.run_style_on_ray(self.cfg, self.splits.source, self.splits.target_train, out_dir,
-                                         self.run_dir / "ray", params=params, tracking_uri=self.uri, run_id=run_id)
-        translated = style.translate_source(metrics["generator"], self.splits.source, self.run_dir / "style" / "source",
-                                            params, self.cfg.style.actors, self.cfg.style.cpus_per_actor)
+        spec = style.build_spec(self.splits.source, self.splits.target_train, self.run_dir / "stages" / "style",
+                                tracking_uri=self.uri, mlflow_run_id=run_id)
+        metrics = style.run_on_ray(self.cfg, spec, self.run_dir / "ray")
+        translated = translate.translate_source(metrics["generator"], self.splits.source,
+                                                self.run_dir / "style" / "source", self.cfg)
         log.info("[style] restyled %d source images into %s", len(translated), translated.root)
         return {"model": metrics["generator"], "restyled": translated.root,
                 "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))}}
 
-    def _pseudo(self, stage: StagePlan, teacher_model: str | None, run_id: str | None) -> dict:
+    def _pseudo(self, stage: StagePlan, models: dict, run_id: str | None) -> dict:
         final = self.run_dir / "pseudo" / f"round_{stage.round}"
+        teacher_model = models["previous"]
         stats = pseudo.run_pseudo_labels(self.cfg, self.splits.target_train, teacher_model, final)
         quality = f", their mIoU {stats['miou']:.2f} accuracy {stats['accuracy']:.2f}" if "miou" in stats else ""
         log.info("[%s] kept %.1f%% of pixels%s", stage.name, 100 * stats["kept_share"], quality)

@@ -1,10 +1,13 @@
-"""The loss terms of L = L_seg + lambda_cm * L_cm + lambda_adv * L_adv, and the discriminator's.
+"""Loss functions: L_seg, L_cm, L_adv and the discriminator's, entropy (which stage sums which is
+declared in ``udas_ray.stages.terms``).
 
 Domain labels follow AdaptSegNet: the discriminator calls source 0 and target 1; the
 segmenter's adversarial term asks it to call target predictions "source".
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +23,13 @@ def segmentation_loss(logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor
     if not (label != IGNORE).any():
         return logits.sum() * 0.0  # keeps the graph (and DDP) intact
     return F.cross_entropy(logits, label, ignore_index=IGNORE)
+
+
+def entropy_loss(logits: torch.Tensor) -> torch.Tensor:
+    """Mean per-pixel entropy of the softmax, divided by log(C) so it lies in [0, 1]."""
+    log_p = F.log_softmax(logits, dim=1)
+    entropy = -(log_p.exp() * log_p).sum(dim=1)
+    return entropy.mean() / math.log(logits.shape[1])
 
 
 def sharpen(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:

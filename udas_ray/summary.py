@@ -13,6 +13,8 @@ import json
 import math
 from pathlib import Path
 
+from udas_ray import atomic
+
 SUMMARY_FILE = "summary.json"
 
 
@@ -57,11 +59,7 @@ def build(rows: list[dict], **extra) -> dict:
 
 
 def write(run_dir: str | Path, summary: dict) -> Path:
-    path = Path(run_dir) / SUMMARY_FILE
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(clean(summary), indent=1, allow_nan=False))
-    tmp.replace(path)
-    return path
+    return atomic.write_text(Path(run_dir) / SUMMARY_FILE, json.dumps(clean(summary), indent=1, allow_nan=False))
 
 
 def clean(obj):

@@ -68,14 +68,6 @@ def run_exists(uri: str, run_id: str | None) -> bool:
         return False
 
 
-def find_runs(uri: str, experiment: str, filter_string: str = "") -> list:
-    client = _client(uri)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        return []
-    return client.search_runs([exp.experiment_id], filter_string=filter_string)
-
-
 class RunLogger:
     """Writes params, metrics and artifacts into one existing run."""
 

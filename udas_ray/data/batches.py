@@ -6,7 +6,7 @@ A segmentation stage draws, for every slot of a batch, from up to three streams:
         labeled target for the oracle, pseudo-labeled target for a student)
   mix   CutMix of a source image with a *labeled* target image (box from the target pasted into
         the source, labels mixed with the same mask), then colour jitter
-  adv   an unlabeled target image for the adversarial term
+  target  an unlabeled target image (the adversarial and entropy terms, the mean teacher's mix)
 
 Samples are drawn uniformly with replacement, as in iteration-based UDA training. The same
 :class:`BatchBuilder` runs in Ray Data (``map_batches``) and in a plain in-process loop, and is
@@ -32,14 +32,14 @@ def items(split: Split) -> list[Item]:
     return [(s.image, s.label, split.label_kind) for s in split.samples]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Streams:
     sup: list[Item]
     sup_size: tuple[int, int]
     target_size: tuple[int, int]
     mix_source: list[Item] = field(default_factory=list)
     mix_target: list[Item] = field(default_factory=list)
-    adv: list[Item] = field(default_factory=list)
+    target: list[Item] = field(default_factory=list)  # unlabeled target images
     sup_weights: list[float] | None = None  # sampling probabilities of ``sup`` (rare-class sampling)
     extra: list[Item] = field(default_factory=list)  # drawn instead of ``sup`` with ``extra_share``
     extra_share: float = 0.0
@@ -49,11 +49,11 @@ class Streams:
         return bool(self.mix_source) and bool(self.mix_target)
 
     @property
-    def has_adv(self) -> bool:
-        return bool(self.adv)
+    def has_target(self) -> bool:
+        return bool(self.target)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class AugmentParams:
     flip: bool = True
     brightness: float = 0.0
@@ -66,11 +66,12 @@ class AugmentParams:
     classmix_sup: bool = False  # ClassMix two supervised examples (a noisy student's target images)
 
     @classmethod
-    def from_config(cls, cfg, jitter_sup: bool = False, randomize: bool = False, classmix_sup: bool = False):
-        j, r = cfg.augment.jitter, cfg.augment.randomize
-        strengths = r.model_dump(exclude={"enabled"}) if randomize else None
-        return cls(cfg.augment.flip, j.brightness, j.contrast, j.saturation, j.hue, cfg.augment.cutmix.alpha,
-                   jitter_sup, strengths, classmix_sup)
+    def from_config(cls, augment, *, jitter_sup: bool = False, randomize: bool = False,
+                    classmix_sup: bool = False) -> "AugmentParams":
+        """From the ``augment`` config section; the flags are the stage kind's."""
+        strengths = augment.randomize.model_dump(exclude={"enabled"}) if randomize else None
+        return cls(flip=augment.flip, **augment.jitter.model_dump(), cutmix_alpha=augment.cutmix.alpha,
+                   jitter_sup=jitter_sup, randomize=strengths, classmix_sup=classmix_sup)
 
 
 def load_item(item: Item, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
@@ -83,7 +84,7 @@ def load_item(item: Item, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray
 
 class BatchBuilder:
     """Slot ids in, a training batch out: ``{"sup_image", "sup_label"[, "mix_image",
-    "mix_label"][, "adv_image"]}`` as uint8 arrays of shape (N, H, W, 3) / (N, H, W).
+    "mix_label"][, "target_image"]}`` as uint8 arrays of shape (N, H, W, 3) / (N, H, W).
 
     ``seed=None`` draws fresh randomness in every process (what Ray Data workers do);
     with a seed, slot ``i`` always gives the same example (tests, the plain loop)."""
@@ -138,9 +139,9 @@ class BatchBuilder:
             image, label = augment.cutmix(src_image, src_label, tgt_image, tgt_label, box)
             image, label = self._flip(rng, image, label)
             out["mix_image"], out["mix_label"] = self._jitter(image, rng), label
-        if s.has_adv:
-            image, _ = load_item(s.adv[rng.integers(len(s.adv))], s.target_size)
-            out["adv_image"], _ = self._flip(rng, image)
+        if s.has_target:
+            image, _ = load_item(s.target[rng.integers(len(s.target))], s.target_size)
+            out["target_image"], _ = self._flip(rng, image)
         return out
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -19,8 +19,6 @@ from PIL import Image, UnidentifiedImageError
 from udas_ray import classes
 from udas_ray.errors import UdasError
 
-LABEL_KINDS = ("labelids", "synthia")
-
 
 def _open(path: str | Path) -> Image.Image:
     try:

@@ -1,8 +1,9 @@
 """Dataset readers: a folder in a known layout -> a :class:`Split` (a list of file pairs).
 
 Readers only list and pair files; they never decode pixels (see ``images.py``) and never touch
-Ray (see ``datasets.py``), so a bad folder fails at once, before any cluster work. A new
-dataset is one function registered in ``READERS`` under its ``data.*.format`` name.
+Ray, so a bad folder fails at once, before any cluster work. A new dataset is one function
+registered in ``READERS`` under its ``data.*.format`` name (the config's allowed formats come
+from here); a format with train/val splits can also be a target.
 
 Layouts:
   gta5        ROOT/images/NNNNN.png + ROOT/labels/NNNNN.png            (labelIds; one split)
@@ -125,17 +126,29 @@ def read_cityscapes(root: str | Path, split: str = "train") -> Split:
     return _nonempty(Split("cityscapes", str(root), split, tuple(samples), "labelids"))
 
 
-READERS: dict[str, Callable[..., Split]] = {
-    "gta5": read_gta5,
-    "synthia": read_synthia,
-    "cityscapes": read_cityscapes,
+@dataclass(frozen=True)
+class Reader:
+    read: Callable[[str | Path, str], Split]
+    has_splits: bool  # train/val folders (a target needs them); False: one split, read as "all"
+
+
+READERS: dict[str, Reader] = {
+    "gta5": Reader(read_gta5, has_splits=False),
+    "synthia": Reader(read_synthia, has_splits=False),
+    "cityscapes": Reader(read_cityscapes, has_splits=True),
 }
+# The embedded benchmark, generated on first use: its source in the gta5 layout, its target in cityscapes'.
+GENERATED = {"scenes": {"source": "gta5", "target": "cityscapes"}}
+SOURCE_FORMATS = (*READERS, *GENERATED)
+TARGET_FORMATS = (*(name for name, r in READERS.items() if r.has_splits), *GENERATED)
 
 
 def read_split(fmt: str, root: str | Path, split: str) -> Split:
+    """The ``split`` of the dataset at ``root``; ``split`` is ignored by single-split formats."""
     if fmt not in READERS:
-        raise UdasError(f"unknown dataset format {fmt!r}; choose one of {', '.join(sorted(READERS))} or scenes")
-    return READERS[fmt](root, split)
+        raise UdasError(f"unknown dataset format {fmt!r}; choose one of {', '.join(sorted(READERS))}")
+    reader = READERS[fmt]
+    return reader.read(root, split if reader.has_splits else "all")
 
 
 def choose_labeled(split: Split, count: int, seed: int, key: str = "data.target.labeled") -> tuple[Split, Split]:

@@ -54,17 +54,20 @@ def generate_scenes(cfg: Config, which: str) -> Path:
     )
 
 
+def _read(cfg: Config, which: str, split: str) -> Split:
+    """``data.<which>`` (source or target) through the readers' registry."""
+    fmt = getattr(cfg.data, which).format
+    if fmt in readers.GENERATED:
+        return readers.read_split(readers.GENERATED[fmt][which], generate_scenes(cfg, which), split)
+    return readers.read_split(fmt, _root(getattr(cfg.data, which).root, f"data.{which}.root"), split)
+
+
 def read_source(cfg: Config) -> Split:
-    fmt = cfg.data.source.format
-    if fmt == "scenes":
-        return readers.read_gta5(generate_scenes(cfg, "source"))
-    return readers.read_split(fmt, _root(cfg.data.source.root, "data.source.root"), "train" if fmt == "cityscapes" else "all")
+    return _read(cfg, "source", "train")
 
 
 def read_target(cfg: Config, split: str) -> Split:
-    fmt = cfg.data.target.format
-    root = generate_scenes(cfg, "target") if fmt == "scenes" else _root(cfg.data.target.root, "data.target.root")
-    return readers.read_cityscapes(root, split)
+    return _read(cfg, "target", split)
 
 
 def verify(split: Split, full: bool) -> None:

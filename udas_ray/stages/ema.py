@@ -14,10 +14,9 @@ import copy
 import torch
 import torch.nn.functional as F
 
-from udas_ray import losses
 from udas_ray.checkpoints import unwrap
 from udas_ray.classes import IGNORE
-from udas_ray.inference import to_input
+from udas_ray.stages.terms import Step, term
 
 
 def make_teacher(model: torch.nn.Module) -> torch.nn.Module:
@@ -52,26 +51,48 @@ def classmix_masks(labels: torch.Tensor, generator: torch.Generator | None = Non
     return masks
 
 
-def ema_step(model, teacher, opt, batch: dict, step: int, cfg, device) -> dict:
-    """One student step on source + ClassMix(source, target), then the teacher's EMA update."""
-    source = to_input(batch["sup_image"], device)
-    source_label = batch["sup_label"].to(device).long()
-    target = to_input(batch["adv_image"], device)
-    loss_source = losses.segmentation_loss(model(source), source_label)
+class MeanTeacher:
+    """The companion of the ``mix`` term: an exponential moving average of the student, updated
+    after every step; it is what the ``ema`` stage evaluates, saves and labels with."""
+
+    state_keys = ("ema",)
+
+    def __init__(self, cfg, model: torch.nn.Module):
+        self.cfg = cfg
+        self.net = make_teacher(model)
+
+    @property
+    def scored(self) -> torch.nn.Module:
+        return self.net
+
+    def prepare(self, session) -> None:
+        self.net.to(session.device)
+
+    def after_step(self, step: Step, index: int) -> dict:
+        update_teacher(self.net, step.model, index, self.cfg.self_training.ema_decay)
+        return {}
+
+    def state_dict(self) -> dict:
+        return {"ema": self.net.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.net.load_state_dict(state["ema"])
+
+
+@term("mix", reads=("sup", "target"), companion=MeanTeacher)
+def mean_teacher_mix(step: Step) -> torch.Tensor:
+    """ClassMix of source onto target images, target pixels labeled by the mean teacher and
+    weighted by the share of them it is confident about."""
+    teacher = step.companions["mix"].net
+    source, source_label, target = step.image("sup"), step.label("sup"), step.image("target")
     with torch.no_grad():
         confidence, pseudo = torch.softmax(teacher(target), dim=1).max(dim=1)
-        quality = (confidence > cfg.self_training.ema_threshold).float().mean(dim=(1, 2))
+        quality = (confidence > step.companions["mix"].cfg.self_training.ema_threshold).float().mean(dim=(1, 2))
         mask = classmix_masks(source_label)
         mixed = mask[:, None] * source + (1 - mask[:, None]) * target
         mixed_label = torch.where(mask.bool(), source_label, pseudo)
         weight = torch.where(mask.bool(), torch.ones_like(mask), quality[:, None, None].expand_as(mask))
-    per_pixel = F.cross_entropy(model(mixed), mixed_label, ignore_index=IGNORE, reduction="none")
+    per_pixel = F.cross_entropy(step.model(mixed), mixed_label, ignore_index=IGNORE, reduction="none")
     valid = (mixed_label != IGNORE).float()
-    loss_mix = (per_pixel * weight * valid).sum() / valid.sum().clamp_min(1.0)
-    total = loss_source + loss_mix
-    opt.zero_grad(set_to_none=True)
-    total.backward()
-    opt.step()
-    update_teacher(teacher, model, step, cfg.self_training.ema_decay)
-    return {"loss_seg": loss_source.item(), "loss_mix": loss_mix.item(), "mix_quality": quality.mean().item(),
-            "loss": total.item()}
+    step.notes["mix_quality"] = quality.mean().item()
+    return (per_pixel * weight * valid).sum() / valid.sum().clamp_min(1.0)

@@ -17,7 +17,6 @@ Two passes, so that class-balanced thresholds can see the whole set first:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from udas_ray.atomic import write_json
 from udas_ray import classes
 from udas_ray.classes import IGNORE, NUM_CLASSES
 from udas_ray.data import augment, images
@@ -40,7 +40,7 @@ BINS = 1000  # confidence histogram resolution
 STATS_FILE = "stats.json"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ViewParams:
     k: int = 3
     flip: bool = True
@@ -166,7 +166,7 @@ def publish(staging: str | Path, final: str | Path, split: Split, thresholds: np
     if has_truth:
         quality = scores(cm)
         stats.update(miou=quality["miou"], accuracy=quality["pixel_accuracy"], per_class_iou=quality["per_class_iou"])
-    (staging / STATS_FILE).write_text(json.dumps(stats, indent=1))
+    write_json(staging / STATS_FILE, stats)
     shutil.rmtree(staging / "pred")
     if final.exists():
         shutil.rmtree(final)
@@ -188,8 +188,8 @@ def predict_to_staging(cfg, split: Split, model_path: str | Path, staging: str |
     summed confidence histogram."""
     import ray.data
 
-    p, j = cfg.pseudo, cfg.augment.jitter
-    params = ViewParams(p.k, p.flip, p.temperature, j.brightness, j.contrast, j.saturation, j.hue)
+    p = cfg.pseudo
+    params = ViewParams(k=p.k, flip=p.flip, temperature=p.temperature, **cfg.augment.jitter.model_dump())
     rows = [{"image": s.image, "name": s.name, "seed": cfg.run.seed * 1_000_003 + i} for i, s in enumerate(split.samples)]
     ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // p.batch_size, 64)))
     out = ds.map_batches(

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from udas_ray.checkpoints import atomic_save
+from udas_ray.checkpoints import atomic_save, load_torch_file
 
 log = logging.getLogger("udas_ray")
 STATE_FILE = "state.pt"
@@ -62,15 +62,6 @@ def read_history(out_dir: str | Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
 
 
-def write_json(path: str | Path, obj) -> None:
-    """Write JSON atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    tmp.replace(path)
-
-
 class Session:
     rank = 0
     world = 1
@@ -110,7 +101,7 @@ class PlainSession(Session):
 
     def restore(self) -> dict | None:
         path = self.checkpoint_dir / STATE_FILE
-        return torch.load(path, map_location="cpu", weights_only=False) if path.is_file() else None
+        return load_torch_file(path, "training checkpoint") if path.is_file() else None
 
     def report(self, metrics: dict, state: dict | None = None) -> None:
         self.reports.append(dict(metrics))
@@ -137,7 +128,7 @@ class RaySession(Session):
         if checkpoint is None:
             return None
         with checkpoint.as_directory() as directory:
-            return torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=False)
+            return load_torch_file(Path(directory) / STATE_FILE, "training checkpoint")
 
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
         import ray.train.torch
@@ -173,37 +164,3 @@ def set_threads(cpus: float) -> None:
     threads = max(1, int(round(cpus)))
     torch.set_num_threads(threads)
     os.environ["OMP_NUM_THREADS"] = str(threads)
-
-
-def fit(train_fn, train_config: dict, *, cfg, name: str, datasets: dict | None = None, storage: str | Path,
-        callbacks=None):
-    """Run ``train_fn`` on Ray Train workers as the config's ``scaling`` section says.
-
-    Each stage gets its own run name under ``storage``: re-running the same name resumes from
-    that stage's last checkpoint (Ray Train's restore), which is how a killed job picks up a
-    half-trained stage.
-    """
-    import ray.train
-    from ray.train.torch import TorchTrainer
-
-    sc = cfg.scaling
-    resources = {"CPU": sc.cpus_per_worker}
-    if sc.use_gpu:
-        resources["GPU"] = 1
-    trainer = TorchTrainer(
-        train_fn,
-        train_loop_config=train_config,
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=sc.num_workers, use_gpu=sc.use_gpu, resources_per_worker=resources
-        ),
-        run_config=ray.train.RunConfig(
-            name=name,
-            storage_path=str(Path(storage).resolve()),
-            failure_config=ray.train.FailureConfig(max_failures=sc.max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
-            logging_config=ray.train.LoggingConfig(log_level="WARNING"),
-            callbacks=callbacks or [],
-        ),
-        datasets=datasets or {},
-    )
-    return trainer.fit()

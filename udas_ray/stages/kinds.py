@@ -1,0 +1,128 @@
+"""The kinds of segmentation stage, declared as data, and :func:`build_spec`, which reads them.
+
+A kind says what its supervised stream trains on, which loss terms it sums (see
+``udas_ray.stages.terms``), how its images are augmented, and its end-of-stage hook (AdaBN).
+The driver runs two more kinds of stage that train no segmenter: ``pseudo`` (labelling) and
+``style`` (the CycleGAN); they have their own modules.
+
+  source_only        source labels only (the "no adaptation" row)
+  source_randomized  the same with appearance randomization (and rare-class sampling)
+  teacher            source + CutMix with labeled target (if any) + the adversarial term
+  ema                a mean teacher labels target images mixed with source ones (DACS / DAFormer)
+  supervised         labeled target only (the SL baseline)
+  oracle             every target-train label (the upper bound)
+  student            pseudo-labeled target (+ labeled target), the noisy student's augmentation
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from udas_ray.config import Config
+from udas_ray.data.batches import AugmentParams, Item, Streams, items
+from udas_ray.data.readers import Split
+from udas_ray.data.splits import Splits
+from udas_ray.errors import UdasError
+from udas_ray.stages import ema  # noqa: F401  (registers the mean teacher's term)
+from udas_ray.stages.segment import SegmentSpec
+from udas_ray.stages.terms import TERMS
+
+
+@dataclass(frozen=True)
+class StageKind:
+    name: str
+    trains_on: Literal["source", "labeled_target", "target_train", "pseudo"]
+    terms: tuple[str, ...] = ("seg",)
+    randomize: bool = False  # augment.randomize applies to the supervised stream
+    rare_class_sampling: bool = False  # data.rare_class_sampling applies to the source
+    noisy: bool = False  # a student: jitter, and the self_training.noisy/randomize/source_share options
+    mixes_domains: bool = False  # source pixels meet target pixels: the source is read at target size
+    adabn: bool = False  # train.adabn applies: BatchNorm statistics from target-train at the end
+    labels_target: bool = False  # its model labels the next round's pseudo-labels
+    starts_from: Literal["scratch", "previous", "teacher"] = "scratch"  # with self_training.init=teacher
+
+
+KINDS: dict[str, StageKind] = {k.name: k for k in (
+    StageKind("source_only", "source"),
+    StageKind("source_randomized", "source", randomize=True, rare_class_sampling=True),
+    StageKind("teacher", "source", ("seg", "cm", "adv", "entropy"), randomize=True, rare_class_sampling=True,
+              adabn=True, labels_target=True),
+    StageKind("ema", "source", ("seg", "mix"), randomize=True, rare_class_sampling=True, mixes_domains=True,
+              adabn=True, starts_from="teacher"),
+    StageKind("supervised", "labeled_target"),
+    StageKind("oracle", "target_train"),
+    StageKind("student", "pseudo", noisy=True, labels_target=True, starts_from="previous"),
+)}
+
+
+def _source_weights(cfg: Config, source: list[Item]) -> list[float] | None:
+    rcs = cfg.data.rare_class_sampling
+    if not rcs.enabled:
+        return None
+    from udas_ray.data.sampling import cached_class_pixel_counts, rare_class_weights
+
+    counts = cached_class_pixel_counts(source, cfg.source_size, Path(cfg.run.dir) / "cache")
+    return rare_class_weights(counts, rcs.temperature).tolist()
+
+
+def _supervised(kind: StageKind, cfg: Config, splits: Splits, name: str, pseudo: Split | None) -> list[Item]:
+    """The items of the supervised stream, or a one-line error saying what is missing."""
+    if kind.trains_on == "source":
+        return items(splits.source)
+    if kind.trains_on == "labeled_target":
+        if not splits.target_labeled:
+            raise UdasError(f"stage {name}: the supervised baseline needs labeled target images; "
+                            "set data.target.labeled > 0")
+        return items(splits.target_labeled)
+    if kind.trains_on == "target_train":
+        if not splits.target_train.has_labels:
+            raise UdasError(f"{splits.target_train.root}: the oracle needs target-train labels; set run.baselines=false")
+        return items(splits.target_train)
+    if pseudo is None or not len(pseudo):
+        raise UdasError(f"stage {name}: no pseudo-labeled target images to train the student on")
+    return items(pseudo) + items(splits.target_labeled)
+
+
+def build_spec(cfg: Config, splits: Splits, kind: str, name: str, out_dir: str | Path, *,
+               pseudo: Split | None = None, init: str | None = None, steps: int | None = None) -> SegmentSpec:
+    """A stage's streams, augmentation and loss terms, from its kind's declaration and the data."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown stage kind {kind!r}")
+    k = KINDS[kind]
+    sup = _supervised(k, cfg, splits, name, pseudo)
+    labeled, unlabeled = items(splits.target_labeled), items(splits.target_train.without_labels())
+    available = {"sup": True, "mix": bool(labeled), "target": bool(unlabeled)}
+    terms = {t: TERMS[t].weight(cfg) for t in k.terms
+             if TERMS[t].weight(cfg) > 0 and all(available[s] for s in TERMS[t].reads)}
+    reads = {s for t in terms for s in TERMS[t].reads}
+    st = cfg.self_training
+    extra = items(splits.source) if k.noisy and st.source_share > 0 else []
+    on_source = k.trains_on == "source" and not k.mixes_domains
+    streams = Streams(
+        sup=sup,
+        sup_size=tuple(cfg.source_size if on_source else cfg.data.image_size),
+        target_size=tuple(cfg.data.image_size),
+        mix_source=items(splits.source) if "mix" in reads else [],
+        mix_target=labeled if "mix" in reads else [],
+        target=unlabeled if "target" in reads else [],
+        sup_weights=_source_weights(cfg, sup) if k.rare_class_sampling else None,
+        extra=extra,
+        extra_share=st.source_share if extra else 0.0,
+    )
+    randomize = (k.randomize and cfg.augment.randomize.enabled) or (k.noisy and st.randomize)
+    augment = AugmentParams.from_config(cfg.augment, jitter_sup=k.noisy, randomize=randomize,
+                                        classmix_sup=k.noisy and st.noisy)
+    return SegmentSpec(
+        name=name,
+        kind=kind,
+        streams=streams,
+        augment=augment,
+        terms=terms,
+        val=items(splits.target_val),
+        steps=steps or cfg.train.steps,
+        out_dir=str(out_dir),
+        init=init,
+        adabn=unlabeled if k.adabn and cfg.adabn else [],
+    )

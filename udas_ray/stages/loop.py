@@ -1,0 +1,243 @@
+"""One training loop for every stage that trains (segmentation and style), and the two ways to feed it.
+
+A stage is a *spec* (plain data, picklable: what to train on, where to write) that knows how to
+build its *task* (the models, their optimizers, one ``train_step``, ``evaluate`` and ``finish``).
+:func:`run_loop` is the loop that every task shares::
+
+    restore -> prepare -> for each step: lr, train_step, [log] [evaluate] [checkpoint + report] -> finish
+
+The three places where Ray Train touches it are the :class:`~udas_ray.stages.runtime.Session`'s
+``restore``, ``prepare`` and ``report``; everything else reads as single-process PyTorch.
+
+:func:`run_plain` feeds the loop from the stage's batch builder in this process (tests,
+benchmarks); :func:`run_on_ray` streams the same builder through Ray Data into Ray Train workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Protocol
+
+import numpy as np
+import torch
+
+from udas_ray import tracking
+from udas_ray.config import Config
+from udas_ray.stages.runtime import (PlainSession, Progress, RaySession, Session, append_history,
+                                     quiet_worker_logs, set_threads)
+
+log = logging.getLogger("udas_ray")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Every how many steps a stage logs, evaluates and checkpoints (and always at its last step)."""
+
+    steps: int
+    log_every: int
+    eval_every: int
+    checkpoint_every: int
+
+
+class Task(Protocol):
+    """What a stage trains, built inside the worker that trains it."""
+
+    schedule: Schedule
+    tracker: tracking.RunLogger | tracking.NullLogger
+
+    def params(self) -> dict: ...  # logged once, when the stage starts from scratch
+
+    def load_state_dict(self, state: dict) -> int: ...  # returns the step to go on from
+
+    def prepare(self, session: Session) -> None: ...  # devices, DDP, identical weights on every rank
+
+    def set_lr(self, step: int) -> float: ...
+
+    def train_step(self, batch: dict) -> dict: ...  # one optimisation step; returns its loss values
+
+    def evaluate(self, step: int) -> dict: ...  # metrics to report (every rank calls it)
+
+    def state_dict(self, step: int) -> dict: ...  # what a checkpoint holds
+
+    def finish(self, step: int, resumed_from: int) -> dict: ...  # final files; returns the final metrics
+
+
+class Spec(Protocol):
+    """A stage as data: enough to build its batches and its task anywhere."""
+
+    name: str
+    out_dir: str
+    tracking_uri: str | None
+    mlflow_run_id: str | None
+
+    def batch_recipe(self, cfg: Config) -> tuple[type, dict]: ...  # a builder class (slot ids -> uint8
+    # arrays) and its keyword arguments; the class also takes ``seed`` (None in Ray Data actors)
+
+    def rows(self, cfg: Config, workers: int) -> int: ...  # training examples the stage draws
+
+    def batch_size(self, cfg: Config) -> int: ...
+
+    def task(self, cfg: Config, session: Session, tracker) -> Task: ...
+
+
+def run_loop(task: Task, batches: Iterable[dict], session: Session, *, name: str, out_dir: str | Path) -> dict:
+    """Train ``task`` for its scheduled steps, resuming from the session's checkpoint if any."""
+    sched = task.schedule
+    step = resumed_from = 0
+    state = session.restore()
+    if state is not None:
+        step = resumed_from = task.load_state_dict(state)
+        log.info("[%s] resuming at step %d/%d from its last checkpoint", name, step, sched.steps)
+    task.prepare(session)
+    if step == 0:
+        task.tracker.params(task.params())
+    progress, it = Progress(), iter(batches)
+    started = time.perf_counter()
+    while step < sched.steps:
+        t0 = time.perf_counter()
+        batch = next(it)
+        wait = time.perf_counter() - t0
+        lr = task.set_lr(step)
+        progress.add(task.train_step(batch), wait)
+        step += 1
+        last = step == sched.steps
+        metrics = {}
+        if step % sched.log_every == 0 or last:
+            metrics.update(progress.summary(), lr=lr)
+            progress.reset()
+            log_progress(name, step, sched.steps, metrics)
+        if step % sched.eval_every == 0 or last:
+            metrics.update(task.evaluate(step))
+        checkpoint = step % sched.checkpoint_every == 0 or last
+        if metrics or checkpoint:  # every rank reports on the same steps: report is a barrier
+            task.tracker.metrics(metrics, step)
+            if session.rank == 0:
+                append_history(out_dir, {"step": step, **metrics})
+            session.report({"step": step, **metrics},
+                           task.state_dict(step) if checkpoint and session.rank == 0 else None)
+    final = task.finish(step, resumed_from)
+    return {**final, "seconds": time.perf_counter() - started}
+
+
+def log_progress(name: str, step: int, steps: int, m: dict) -> None:
+    eta = (steps - step) / max(m["steps_per_s"], 1e-9)
+    terms = " ".join(f"{k}={v:.3f}" for k, v in m.items() if k.startswith("loss"))
+    log.info("[%s] step %d/%d %.2f it/s data-wait %.0f%% %s lr=%.2e eta %s", name, step, steps,
+             m["steps_per_s"], 100 * m["data_wait_share"], terms, m["lr"], duration(eta))
+
+
+def duration(seconds: float) -> str:
+    seconds = int(seconds) if math.isfinite(seconds) else 0
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def _start(spec: Spec, cfg: Config, session: Session, batches: Iterable[dict]) -> dict:
+    tracker = tracking.logger_for(spec.tracking_uri, spec.mlflow_run_id, session.rank)
+    task = spec.task(cfg, session, tracker)
+    return run_loop(task, batches, session, name=spec.name, out_dir=spec.out_dir)
+
+
+# --------------------------------------------------------------------------- in this process
+def plain_batches(builder, batch_size: int) -> Iterator[dict]:
+    """Batches from a builder in this process: consecutive slot ids, as torch tensors."""
+    slot = 0
+    while True:
+        batch = builder({"id": np.arange(slot, slot + batch_size)})
+        slot += batch_size
+        yield {k: torch.from_numpy(v) for k, v in batch.items()}
+
+
+def run_plain(cfg: Config, spec: Spec, checkpoint_dir: str | Path | None = None) -> dict:
+    """The whole stage in this process, no Ray (benchmarks, tests); checkpoints in ``checkpoint_dir``."""
+    session = PlainSession(checkpoint_dir or Path(spec.out_dir) / "plain")
+    builder_cls, kwargs = spec.batch_recipe(cfg)
+    batches = plain_batches(builder_cls(**kwargs, seed=cfg.run.seed), spec.batch_size(cfg))
+    return _start(spec, cfg, session, batches)
+
+
+# ------------------------------------------------------------------------------ on Ray Train
+def training_dataset(cfg: Config, spec: Spec, workers: int):
+    """A Ray Dataset streaming the stage's training examples: slot ids -> the spec's batch
+    builder (decode, resize, mix, jitter) on a pool of CPU actors. Nothing is materialised."""
+    import pyarrow as pa
+    import ray.data
+
+    # Slot ids built in memory (no read task: on 2 cores a read task waiting for a whole CPU
+    # next to the training worker would never be scheduled), a few batches per block.
+    bs = spec.batch_size(cfg)
+    rows = spec.rows(cfg, max(workers, 1))
+    blocks = np.array_split(np.arange(rows), min(1000, max(1, rows // (bs * 4))))
+    builder_cls, kwargs = spec.batch_recipe(cfg)
+    return ray.data.from_arrow([pa.table({"id": block}) for block in blocks]).map_batches(
+        builder_cls,
+        fn_constructor_kwargs=kwargs,
+        batch_size=bs,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=cfg.scaling.data_workers),
+        num_cpus=cfg.scaling.data_cpus,
+    )
+
+
+def worker_loop(config: dict) -> dict:
+    """``train_loop_per_worker``: this worker's shard of the stream -> :func:`run_loop`."""
+    import ray.train
+
+    cfg, spec = Config.model_validate(config["cfg"]), config["spec"]
+    quiet_worker_logs()
+    set_threads(cfg.scaling.cpus_per_worker)
+    shard = ray.train.get_dataset_shard("train")
+    bs = spec.batch_size(cfg)
+
+    def batches():
+        while True:  # a restarted worker group starts a fresh pass; the loop stops at its last step
+            yield from shard.iter_torch_batches(batch_size=bs, drop_last=True, prefetch_batches=2)
+
+    return _start(spec, cfg, RaySession(), batches())
+
+
+def run_on_ray(cfg: Config, spec: Spec, storage: str | Path, callbacks=None):
+    """Fit the stage with Ray Train as ``cfg.scaling`` says; raises the stage's error if it failed."""
+    result = fit(worker_loop, {"cfg": cfg.to_dict(), "spec": spec}, cfg=cfg, name=spec.name,
+                 datasets={"train": training_dataset(cfg, spec, cfg.scaling.num_workers)}, storage=storage,
+                 callbacks=callbacks)
+    if result.error:
+        raise result.error
+    return result
+
+
+def fit(train_fn, train_config: dict, *, cfg: Config, name: str, datasets: dict | None = None,
+        storage: str | Path, callbacks=None):
+    """Run ``train_fn`` on Ray Train workers as the config's ``scaling`` section says.
+
+    Each stage gets its own run name under ``storage``: re-running the same name resumes from
+    that stage's last checkpoint (Ray Train's restore), which is how a killed job picks up a
+    half-trained stage.
+    """
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    sc = cfg.scaling
+    resources = {"CPU": sc.cpus_per_worker}
+    if sc.use_gpu:
+        resources["GPU"] = 1
+    trainer = TorchTrainer(
+        train_fn,
+        train_loop_config=train_config,
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=sc.num_workers, use_gpu=sc.use_gpu, resources_per_worker=resources
+        ),
+        run_config=ray.train.RunConfig(
+            name=name,
+            storage_path=str(Path(storage).resolve()),
+            failure_config=ray.train.FailureConfig(max_failures=sc.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            logging_config=ray.train.LoggingConfig(log_level="WARNING"),
+            callbacks=callbacks or [],
+        ),
+        datasets=datasets or {},
+    )
+    return trainer.fit()

@@ -1,0 +1,155 @@
+"""The loss terms a segmentation stage sums, each declared once with its weight key and inputs.
+
+    L = sum over the stage kind's terms of  weight(config) * term(step)
+
+A term is a function of one :class:`Step` (the batch on the device and the segmenter's logits
+on each stream, computed at most once), registered with :func:`term`: its name (logged as
+``loss_<name>``), the dotted config key of its weight (``None``: always 1) and the batch streams
+it reads. A term whose weight is 0, or whose streams the data cannot fill (CutMix needs labeled
+target images), is left out of the stage. A term may own a *companion*: a second network with its
+own update (the discriminator of the adversarial term, the mean teacher of the ``ema`` stage).
+
+Adding a term is one function here and one config key in ``config.Loss``; a stage kind lists it
+in ``udas_ray.stages.kinds``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+
+from udas_ray import losses
+from udas_ray.classes import NUM_CLASSES
+from udas_ray.config import Config
+from udas_ray.inference import to_input
+from udas_ray.models import build_discriminator
+
+
+class Step:
+    """One training batch on the device, and the segmenter's logits on each stream, computed once."""
+
+    def __init__(self, model: torch.nn.Module, batch: dict, device, companions: dict):
+        self.model, self.batch, self.device, self.companions = model, batch, device, companions
+        self.notes: dict[str, float] = {}  # values a term wants logged beside its loss
+        self._logits: dict[str, torch.Tensor] = {}
+
+    def image(self, stream: str) -> torch.Tensor:
+        return to_input(self.batch[f"{stream}_image"], self.device)
+
+    def label(self, stream: str) -> torch.Tensor:
+        return self.batch[f"{stream}_label"].to(self.device).long()
+
+    def logits(self, stream: str) -> torch.Tensor:
+        if stream not in self._logits:
+            self._logits[stream] = self.model(self.image(stream))
+        return self._logits[stream]
+
+
+@dataclass(frozen=True)
+class Term:
+    name: str
+    loss: Callable[[Step], torch.Tensor]
+    weight_key: str | None  # dotted config key of the weight; None = 1
+    reads: tuple[str, ...]  # batch streams: "sup", "mix", "target"
+    companion: type | None = None
+
+    def weight(self, cfg: Config) -> float:
+        return 1.0 if self.weight_key is None else float(cfg.get(self.weight_key))
+
+
+TERMS: dict[str, Term] = {}
+
+
+def term(name: str, *, weight: str | None = None, reads: tuple[str, ...], companion: type | None = None):
+    """Register a loss term (see the module docstring)."""
+
+    def register(fn: Callable[[Step], torch.Tensor]):
+        TERMS[name] = Term(name, fn, weight, tuple(reads), companion)
+        return fn
+
+    return register
+
+
+def set_requires_grad(module: torch.nn.Module, flag: bool) -> None:
+    for p in module.parameters():
+        p.requires_grad_(flag)
+
+
+def broadcast_from_rank0(modules, session) -> None:
+    """Every rank starts from rank 0's weights (for modules whose gradients are averaged by hand)."""
+    if session.world > 1 and dist.is_initialized():
+        for module in modules:
+            for t in module.state_dict().values():
+                dist.broadcast(t, src=0)
+
+
+# ------------------------------------------------------------------------------ companions
+class Adversary:
+    """The output-level discriminator (AdaptSegNet): trained after each segmenter step to call
+    source softmax maps 0 and target maps 1; frozen while the segmenter's loss is computed."""
+
+    state_keys = ("disc", "opt_d")
+
+    def __init__(self, cfg: Config, model: torch.nn.Module):
+        self.cfg = cfg
+        self.net = build_discriminator(NUM_CLASSES, ndf=cfg.model.discriminator_ndf)
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.train.lr_discriminator, betas=(0.9, 0.99))
+
+    def prepare(self, session) -> None:
+        self.session = session
+        self.net.to(session.device)
+        broadcast_from_rank0([self.net], session)
+
+    def before_step(self, step: Step) -> None:
+        set_requires_grad(self.net, False)  # the segmenter's step must not move the discriminator
+
+    def after_step(self, step: Step, index: int) -> dict:
+        set_requires_grad(self.net, True)
+        loss_d = losses.discriminator_loss(self.net, step.logits("sup"), step.logits("target"),
+                                           self.cfg.loss.temperature)
+        self.opt.zero_grad(set_to_none=True)
+        loss_d.backward()
+        self.session.average_gradients(self.net)
+        self.opt.step()
+        return {"loss_d": loss_d.item()}
+
+    def set_lr(self, lr_of) -> None:
+        for group in self.opt.param_groups:
+            group["lr"] = lr_of(self.cfg.train.lr_discriminator)
+
+    def state_dict(self) -> dict:
+        return {"disc": self.net.state_dict(), "opt_d": self.opt.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.net.load_state_dict(state["disc"])
+        self.opt.load_state_dict(state["opt_d"])
+
+
+# ---------------------------------------------------------------------------------- terms
+@term("seg", reads=("sup",))
+def supervised_cross_entropy(step: Step) -> torch.Tensor:
+    """Pixel cross-entropy on the supervised stream (source, labeled or pseudo-labeled target)."""
+    return losses.segmentation_loss(step.logits("sup"), step.label("sup"))
+
+
+@term("cm", weight="loss.lambda_cm", reads=("mix",))
+def cutmix_cross_entropy(step: Step) -> torch.Tensor:
+    """Cross-entropy on CutMix of source with labeled target images (colour-jittered)."""
+    return losses.segmentation_loss(step.logits("mix"), step.label("mix"))
+
+
+@term("adv", weight="loss.lambda_adv", reads=("sup", "target"), companion=Adversary)
+def adversarial(step: Step) -> torch.Tensor:
+    """Make the discriminator take target softmax maps for source ones."""
+    adversary = step.companions["adv"]
+    loss = adversary.cfg.loss
+    return losses.adversarial_loss(adversary.net, step.logits("target"), loss.temperature, loss.confidence)
+
+
+@term("entropy", weight="loss.lambda_entropy", reads=("target",))
+def target_entropy(step: Step) -> torch.Tensor:
+    """Entropy minimisation on unlabeled target predictions (ADVENT's direct term)."""
+    return losses.entropy_loss(step.logits("target"))

@@ -1,0 +1,130 @@
+"""Restyling the source set with a trained style generator, as Ray Data batch inference.
+
+:func:`translate_source` runs G over every source image on an actor pool and publishes
+``final_root/images/<name>`` (restyled, at each image's original resolution) with
+``final_root/labels/<name>`` (the label file copied byte for byte): the GTA5 layout. The set is
+written into a staging folder that is renamed into place once complete, so a killed run never
+leaves a half-restyled source behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from udas_ray.config import Config
+from udas_ray.data import images
+from udas_ray.data.readers import Sample, Split, read_gta5
+from udas_ray.errors import UdasError
+from udas_ray.models.cyclegan import to_tensor, to_uint8
+from udas_ray.atomic import write_json
+from udas_ray.stages.style import load_generator
+
+log = logging.getLogger("udas_ray")
+
+TRANSLATED_FILE = "translated.json"  # written last into the staging folder: marks a complete set
+
+
+@torch.no_grad()
+def restyle(G: torch.nn.Module, batch: list[np.ndarray], size: tuple[int, int] | None) -> list[np.ndarray]:
+    """G over uint8 images, each returned at its own resolution. ``size``: run G at that (H, W) and
+    resize back (bilinear); ``None``: run at the image's resolution (reflect-padded to a multiple of 4)."""
+    if size is not None:
+        x = to_tensor(np.stack([images.resize_image(im, size) for im in batch]))
+        return [images.resize_image(y, im.shape[:2]) for y, im in zip(to_uint8(G(x)), batch)]
+    out = []
+    for im in batch:
+        h, w = im.shape[:2]
+        x = to_tensor(im)
+        x = torch.nn.functional.pad(x, (0, -w % 4, 0, -h % 4), mode="reflect")
+        out.append(to_uint8(G(x)[:, :, :h, :w])[0])
+    return out
+
+
+class Translator:
+    """Ray Data callable class: G loaded once per actor; restyled images and copied labels out."""
+
+    def __init__(self, generator_path: str, staging: str, translate_at: str = "train_size", threads: int = 1):
+        torch.set_num_threads(max(1, threads))
+        self.G, blob = load_generator(generator_path)
+        self.size = tuple(blob["image_size"]) if translate_at == "train_size" else None
+        self.staging = Path(staging)
+
+    def __call__(self, batch: dict) -> dict:
+        originals = [images.read_image(p) for p in batch["image"]]
+        for out, label, name in zip(restyle(self.G, originals, self.size), batch["label"], batch["name"]):
+            images.write_png(self.staging / "images" / str(name), out)
+            if label:
+                shutil.copyfile(str(label), self.staging / "labels" / str(name))
+        return {"images": np.array([len(originals)])}
+
+
+def translated_name(sample: Sample) -> str:
+    return Path(sample.name).stem + ".png"
+
+
+def read_translated(final_root: str | Path) -> Split | None:
+    """The published restyled source, or None if ``final_root`` is not a complete set."""
+    final_root = Path(final_root)
+    marker = final_root / TRANSLATED_FILE
+    if not marker.is_file():
+        return None
+    info = json.loads(marker.read_text())
+    split = read_gta5(final_root)
+    if len(split) != info["images"]:
+        raise UdasError(f"{final_root}: holds {len(split)} restyled images but {info['images']} were published; "
+                        "delete the folder and run the style stage again")
+    return replace(split, label_kind=info["label_kind"])
+
+
+def translate_source(generator_path: str | Path, source: Split, final_root: str | Path, cfg: Config) -> Split:
+    """Restyle every source image with G (Ray Data, an actor pool of ``style.actors``) into
+    ``final_root`` in the GTA5 layout; each label is copied unchanged. Returns the restyled
+    :class:`Split` (same label kind as ``source``). A complete ``final_root`` is returned at once."""
+    import ray.data
+
+    done_split = read_translated(final_root)
+    if done_split is not None:
+        log.info("[style] %s already holds the restyled source; skipping translation", final_root)
+        return done_split
+    if not source.has_labels:
+        raise UdasError(f"{source.root}: the style stage restyles labeled source images, but some have no label")
+    final_root = Path(final_root).resolve()
+    names = [translated_name(s) for s in source.samples]
+    if len(set(names)) != len(names):
+        raise UdasError(f"{source.root}: two source images share a file name; the GTA5 layout needs unique names")
+    staging = final_root.with_name(f".{final_root.name}.staging")
+    if staging.exists():
+        shutil.rmtree(staging)  # left over from a killed run
+    (staging / "images").mkdir(parents=True)
+    (staging / "labels").mkdir()
+    rows = [{"image": s.image, "label": s.label, "name": n} for s, n in zip(source.samples, names)]
+    st = cfg.style
+    bs = st.translate_batch_size
+    ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // bs, 64)))
+    out = ds.map_batches(
+        Translator,
+        fn_constructor_kwargs={"generator_path": str(generator_path), "staging": str(staging),
+                               "translate_at": st.translate_at, "threads": max(1, int(st.cpus_per_actor))},
+        batch_size=bs,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=st.actors),
+        num_cpus=st.cpus_per_actor,
+    )
+    done = sum(int(b["images"].sum()) for b in out.iter_batches(batch_size=None, batch_format="numpy"))
+    if done != len(source):
+        raise RuntimeError(f"style translation saw {done} of {len(source)} images")
+    write_json(staging / TRANSLATED_FILE, {"images": len(source), "label_kind": source.label_kind,
+                                            "source_root": source.root, "generator": str(generator_path),
+                                            "translate_at": st.translate_at})
+    if final_root.exists():
+        shutil.rmtree(final_root)
+    os.replace(staging, final_root)
+    return read_translated(final_root)
