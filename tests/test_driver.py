@@ -12,9 +12,14 @@ from udas_ray.stages import segment
 
 
 def test_plan_reads_like_the_paper_table(tiny_cfg):
-    names = [s.name for s in plan(tiny_cfg.override({"run.baselines": True, "self_training.rounds": 2}))]
+    cfg = tiny_cfg.override({"run.baselines": True, "self_training.rounds": 2})
+    names = [s.name for s in plan(cfg.override({"data.target.labeled": 0}))]
     assert names == ["source_only", "teacher", "pseudo_1", "round_1", "pseudo_2", "round_2", "oracle"]
+    # with labeled target images the baselines include SL, trained on those images alone
+    assert [s.name for s in plan(cfg)][:3] == ["source_only", "supervised", "teacher"]
     assert [s.name for s in plan(tiny_cfg) if s.row] == ["teacher", "round_1"]
+    assert [s.name for s in plan(tiny_cfg.override({"run.supervised": True})) if s.row] == [
+        "supervised", "teacher", "round_1"]
 
 
 def test_pipeline_writes_summary_manifest_and_nested_mlflow_runs(ray_session, tiny_cfg):

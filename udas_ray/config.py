@@ -128,6 +128,12 @@ class Loss(Section):
     # Target pixels whose max softmax is below this do not enter the adversarial term (0 = off).
     confidence: float = Field(0.0, ge=0, le=1)
     lambda_entropy: float = Field(0.0, ge=0)  # teacher: entropy minimisation on unlabeled target (ADVENT)
+    # With labeled target images (data.target.labeled > 0), the teacher also learns from:
+    lambda_target: float = Field(1.0, ge=0)  # cross-entropy on whole labeled target images
+    lambda_intra: float = Field(1.0, ge=0)  # ClassMix of labeled onto unlabeled target images
+    # An unlabeled pixel of a mixed image counts with the share of its image's pixels the model is
+    # this confident about (DACS / DAFormer's quality weight).
+    mix_confidence: float = Field(0.968, ge=0, le=1)
 
 
 # -------------------------------------------------------------------------------- augment
@@ -141,6 +147,9 @@ class Jitter(Section):
 class CutMix(Section):
     # The mixing ratio lambda ~ Beta(alpha, alpha); the pasted box covers 1 - lambda of the image.
     alpha: float = Field(1.0, gt=0)
+    # A labeled target box pasted into a source image, and (half the time, when true) a source box
+    # pasted into a labeled target image.
+    both_directions: bool = True
 
 
 class Randomize(Section):
@@ -190,6 +199,9 @@ class SelfTraining(Section):
     noisy: bool = False  # noisy students: ClassMix among pseudo-labeled target images (+ colour jitter)
     randomize: bool = False  # noisy students also get augment.randomize's appearance randomization
     source_share: float = Field(0.0, ge=0, le=1)  # share of student examples drawn from the source
+    # share of student examples drawn from the labeled target images (their ground truth, never a
+    # pseudo-label); the rest come from the pseudo-labeled images
+    labeled_share: float = Field(0.25, ge=0, le=1)
     ema_decay: float = Field(0.99, ge=0, lt=1)
     ema_threshold: float = Field(0.968, ge=0, le=1)  # confidence that counts toward the mix weight
 
@@ -252,7 +264,9 @@ class Run(Section):
     seeds: Optional[list[int]] = None  # run the pipeline once per seed; report mean ± std
     concurrent_seeds: int = Field(1, ge=1)  # pipelines of run.seeds in flight at once
     baselines: bool = True  # also train the source-only and oracle models
-    supervised: bool = False  # also train the supervised baseline on the labeled target only
+    # also train the supervised baseline on the labeled target only (SL); with labeled target
+    # images it is one of the baselines, so run.baselines=true trains it too
+    supervised: bool = False
     fresh: bool = False  # start over in a run.dir written by a different config
 
     @field_validator("seeds")

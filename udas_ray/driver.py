@@ -59,7 +59,7 @@ def plan(cfg: Config) -> list[StagePlan]:
     if restyled:
         stages.append(StagePlan("style", "style", False))  # CycleGAN + restyling of the source
         stages.append(StagePlan("style_transfer", "source_only", True, restyled=True))  # the "ST" row
-    if cfg.run.supervised and cfg.data.target.labeled > 0:
+    if (cfg.run.supervised or cfg.run.baselines) and cfg.data.target.labeled > 0:
         stages.append(StagePlan("supervised", "supervised", True))
     stages.append(StagePlan("teacher", "teacher", True, restyled=restyled))
     if cfg.self_training.mode in ("offline", "both"):
