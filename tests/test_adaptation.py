@@ -59,9 +59,52 @@ def test_noisy_student_and_source_share(tiny_cfg, tmp_path):
     pseudo = Split("pseudo", "x", "train", splits.target_train.samples, "labelids")
     spec = kinds.build_spec(cfg, splits, "student", "round_1", tmp_path, pseudo=pseudo)
     assert spec.augment.randomize and spec.augment.classmix_sup
-    assert spec.streams.extra_share == 0.25 and len(spec.streams.extra) == len(splits.source)
+    (labeled, labeled_share), (source, source_share) = spec.streams.sup_alternates
+    assert (labeled_share, source_share) == (cfg.self_training.labeled_share, 0.25)
+    assert len(source) == len(splits.source) and len(labeled) == len(splits.target_labeled) == 2
     plain = kinds.build_spec(tiny_cfg, splits, "student", "round_1", tmp_path, pseudo=pseudo)
-    assert not plain.augment.randomize and not plain.streams.extra
+    assert not plain.augment.randomize and [share for _, share in plain.streams.sup_alternates] == [0.25]
+
+
+def test_students_keep_the_true_labels(tiny_cfg, tmp_path):
+    """A labeled image is never learned from its pseudo-label: its ground truth comes in a fixed
+    share of the student's examples (or, with no share, in the pool)."""
+    from udas_ray.data.batches import BatchBuilder
+    from udas_ray.data.readers import Split
+
+    splits = load_splits(tiny_cfg)
+    pseudo = Split("pseudo", "x", "train", splits.target_train.samples, "labelids")
+    pseudo = replace_labels(pseudo, tmp_path)  # every pseudo-label all "sky"
+    known = {s.image: s.label for s in splits.target_labeled.samples}
+    spec = kinds.build_spec(tiny_cfg, splits, "student", "round_1", tmp_path, pseudo=pseudo)
+    assert not {image for image, _, _ in spec.streams.sup} & set(known)
+    builder = BatchBuilder(spec.streams, spec.augment, seed=0)
+    draws = [builder._draw_sup(builder._rng(slot)) for slot in range(400)]
+    from_labeled = [d for d in draws if d[0] in known]
+    assert all(label == known[image] for image, label, _ in from_labeled)  # ground truth, not pseudo
+    assert abs(len(from_labeled) / len(draws) - tiny_cfg.self_training.labeled_share) < 0.06
+    pooled = kinds.build_spec(tiny_cfg.override({"self_training.labeled_share": 0}), splits, "student",
+                              "round_1", tmp_path, pseudo=pseudo)
+    assert not pooled.streams.sup_alternates
+    assert {(i, lbl) for i, lbl, _ in pooled.streams.sup if i in known} == set(known.items())
+
+
+def replace_labels(split, tmp_path):
+    """The split with every label swapped for an all-sky (labelId 23) PNG."""
+    from dataclasses import replace as dc_replace
+
+    from PIL import Image
+
+    from udas_ray.data.readers import Sample
+
+    samples = []
+    for s in split.samples:
+        path = tmp_path / "pseudo" / (s.name.rsplit(".", 1)[0] + ".png")
+        path.parent.mkdir(exist_ok=True)
+        with Image.open(s.image) as im:
+            Image.fromarray(np.full((im.height, im.width), 23, np.uint8)).save(path)
+        samples.append(Sample(s.image, str(path), s.name))
+    return dc_replace(split, samples=tuple(samples))
 
 
 def test_randomization_and_rare_class_sampling_leave_source_only_plain(tiny_cfg, tmp_path):

@@ -144,3 +144,31 @@ def test_budgets_resolve_counts_fractions_and_all():
         resolve_budgets([3000], 2975)
     with pytest.raises(UdasError, match="'some'"):
         resolve_budgets(["some"], 10)
+
+
+def test_budget_table_has_deltas_baselines_and_seed_spread(tmp_path):
+    from udas_ray import budgets
+
+    def result(stages, run_dir):
+        return {"stages": [{"name": n, "miou": v} for n, v in stages], "run_dir": run_dir}
+
+    results = {
+        (20, 0): result([("supervised", 30.0), ("teacher", 31.0), ("round_1", 35.0)], "a"),
+        (20, 1): result([("supervised", 32.0), ("teacher", 30.0), ("round_1", 33.0)], "b"),
+        (0, 0): result([("source_only", 15.0), ("teacher", 20.0), ("round_1", 24.0), ("oracle", 45.0)], "c"),
+    }
+    table, baselines = budgets.table_rows(results)
+    assert [r["labeled"] for r in table] == [20, 0]
+    twenty = table[0]
+    assert (twenty["supervised"], twenty["udas"], twenty["delta"], twenty["seeds"]) == (31.0, 34.0, 3.0, 2)
+    assert twenty["delta_std"] == pytest.approx(2 ** 1.5)  # deltas 5 and 1: sample std 2*sqrt(2)
+    assert twenty["supervised_std"] == pytest.approx(2 ** 0.5) and twenty["udas_stage"] == "round_1"
+    zero = table[1]
+    assert zero["supervised"] is None and zero["delta"] is None and zero["udas_std"] is None
+    assert baselines == {"source_only": {"mean": 15.0, "std": None}, "oracle": {"mean": 45.0, "std": None}}
+    text = budgets.format_table(table, baselines)
+    assert "31.0 ± 1.4" in text and "3.0 ± 2.8" in text and "source_only: 15.0" in text
+    png = budgets.plot(table, baselines, tmp_path / "dd.png", "title")
+    assert png.stat().st_size > 1000
+    data = json.loads(budgets.write_table(table, baselines, tmp_path / "dd.json").read_text())
+    assert data["budgets"][0]["delta"] == 3.0 and data["baselines"]["oracle"]["mean"] == 45.0

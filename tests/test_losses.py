@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch._dynamo  # noqa: F401  (the first optimizer imports it: ~0.8 s, paid at collection)
@@ -125,3 +126,35 @@ def test_entropy_loss_by_hand():
     assert entropy_loss(logits).item() == pytest.approx(expected)
     confident = torch.tensor([30.0, 0.0]).view(1, 2, 1, 1)
     assert entropy_loss(confident).item() < 1e-6
+
+
+def test_classmix_loss_by_hand():
+    """Half the classes of a labeled image pasted onto an unlabeled one: pasted pixels count fully,
+    the rest with the share of the base image's pixels the model is confident about."""
+    from udas_ray.config import Config
+    from udas_ray.stages.terms import Step, classmix_loss
+
+    h, w = 4, 6
+    label = np.zeros((1, h, w), np.uint8)
+    label[:, :, 3:] = 2  # classes 0 (left half) and 2 (right half)
+    batch = {"labeled_image": torch.zeros(1, h, w, 3, dtype=torch.uint8), "labeled_label": torch.from_numpy(label),
+             "target_image": torch.full((1, h, w, 3), 255, dtype=torch.uint8)}
+    probs = torch.full((1, 19, h, w), 0.01)
+    probs[:, 5] = 0.5
+    probs[:, 5, :2] = 0.99  # the top half is confident: quality 1/2 at threshold 0.9
+
+    class Uniform(torch.nn.Module):  # logits 0 everywhere: every pixel's cross-entropy is log(19)
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, x):
+            return torch.zeros(x.shape[0], 19, *x.shape[2:]) + self.w
+
+    step = Step(Uniform(), batch, "cpu", Config(), {})
+    loss = classmix_loss(step, "labeled", "target", probs, threshold=0.9, note="q")
+    # one of the two classes (half the pixels) is pasted with weight 1, the other half weight 1/2
+    assert loss.item() == pytest.approx(math.log(19) * (0.5 * 1 + 0.5 * 0.5))
+    assert step.notes["q"] == pytest.approx(0.5)
+    loss.backward()
+    assert step.model.w.grad is not None

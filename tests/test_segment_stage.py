@@ -21,16 +21,22 @@ def spec_for(cfg, kind, tmp_path, **kw):
 def test_teacher_streams_follow_the_config(tiny_cfg, tmp_path):
     spec = spec_for(tiny_cfg, "teacher", tmp_path)
     assert spec.streams.has_mix and spec.streams.has_target
-    assert spec.terms == {"seg": 1.0, "cm": tiny_cfg.loss.lambda_cm, "adv": tiny_cfg.loss.lambda_adv}
+    loss = tiny_cfg.loss
+    assert spec.terms == {"seg": 1.0, "cm": loss.lambda_cm, "target": loss.lambda_target,
+                          "intra": loss.lambda_intra, "adv": loss.lambda_adv}
     assert len(spec.streams.mix_target) == 2 and len(spec.streams.sup) == 8
+    assert spec.streams.labeled == spec.streams.mix_target  # the labeled target images, whole
 
     no_labels = spec_for(tiny_cfg.override({"data.target.labeled": 0}), "teacher", tmp_path)
-    assert not no_labels.streams.has_mix and "cm" not in no_labels.terms  # pure UDA
+    assert not no_labels.streams.has_mix and not no_labels.streams.labeled  # pure UDA
+    assert no_labels.terms == {"seg": 1.0, "adv": loss.lambda_adv}
     source_only = spec_for(tiny_cfg, "source_only", tmp_path)
     assert not source_only.streams.has_mix and not source_only.streams.has_target
     assert source_only.terms == {"seg": 1.0}
     no_adv = spec_for(tiny_cfg.override({"loss.lambda_adv": 0}), "teacher", tmp_path)
-    assert not no_adv.streams.has_target
+    assert "adv" not in no_adv.terms and no_adv.streams.has_target  # the intra-domain mix reads it
+    uda_no_adv = spec_for(tiny_cfg.override({"loss.lambda_adv": 0, "data.target.labeled": 0}), "teacher", tmp_path)
+    assert not uda_no_adv.streams.has_target
 
 
 def test_baselines_train_on_target_labels(tiny_cfg, tmp_path):
@@ -68,6 +74,39 @@ def test_mixed_labels_come_from_source_and_labeled_target(tiny_cfg, tmp_path):
     _, src_label = load_item(spec.streams.mix_source[src_i], spec.streams.target_size)
     _, tgt_label = load_item(spec.streams.mix_target[tgt_i], spec.streams.target_size)
     assert np.all((ex["mix_label"] == src_label) | (ex["mix_label"] == tgt_label))
+
+
+def test_every_teacher_batch_holds_labeled_target_images_and_both_cutmix_directions(tiny_cfg, tmp_path):
+    spec = spec_for(tiny_cfg, "teacher", tmp_path)
+    assert spec.augment.cutmix_both_directions
+    batch = BatchBuilder(spec.streams, spec.augment, seed=1)({"id": np.arange(6)})
+    assert batch["labeled_image"].shape == (6, 32, 64, 3) and batch["labeled_label"].shape == (6, 32, 64)
+    assert set(np.unique(batch["labeled_label"])) <= {0, 2, 10, 13, 255}
+    from udas_ray.data import augment
+    from udas_ray.data.batches import load_item
+
+    def bases(both: bool) -> set:
+        """Which image lies under the pasted box, replaying the builder's draws slot by slot."""
+        builder = BatchBuilder(spec.streams, AugmentParams(flip=False, cutmix_both_directions=both), seed=0)
+        seen = set()
+        for slot in range(30):
+            lab = builder.example(slot)["mix_label"]
+            rng = builder._rng(slot)
+            rng.integers(len(spec.streams.sup))
+            s_i, t_i = rng.integers(len(spec.streams.mix_source)), rng.integers(len(spec.streams.mix_target))
+            _, src = load_item(spec.streams.mix_source[s_i], spec.streams.target_size)
+            _, tgt = load_item(spec.streams.mix_target[t_i], spec.streams.target_size)
+            y0, y1, x0, x1 = augment.cutmix_box(*spec.streams.target_size,
+                                                augment.sample_cutmix_lambda(rng, 1.0), rng)
+            outside = np.ones(lab.shape, bool)
+            outside[y0:y1, x0:x1] = False
+            base, box = (tgt, src) if both and rng.random() < 0.5 else (src, tgt)
+            assert np.array_equal(lab[outside], base[outside]) and np.array_equal(lab[~outside], box[~outside])
+            seen.add("target" if base is tgt else "source")
+        return seen
+
+    assert bases(both=True) == {"source", "target"}
+    assert bases(both=False) == {"source"}
 
 
 def test_poly_schedule():

@@ -7,6 +7,11 @@ A segmentation stage draws, for every slot of a batch, from up to three streams:
   mix   CutMix of a source image with a *labeled* target image (box from the target pasted into
         the source, labels mixed with the same mask), then colour jitter
   target  an unlabeled target image (the adversarial and entropy terms, the mean teacher's mix)
+  labeled a whole labeled target image (the teacher's supervised target term and intra-domain mix)
+
+The supervised stream may draw some examples from other lists (``sup_alternates``): a student
+takes a share of its examples from the labeled target images (their ground truth) and,
+optionally, from the source.
 
 Samples are drawn uniformly with replacement, as in iteration-based UDA training. The same
 :class:`BatchBuilder` runs in Ray Data (``map_batches``) and in a plain in-process loop, and is
@@ -40,9 +45,10 @@ class Streams:
     mix_source: list[Item] = field(default_factory=list)
     mix_target: list[Item] = field(default_factory=list)
     target: list[Item] = field(default_factory=list)  # unlabeled target images
+    labeled: list[Item] = field(default_factory=list)  # labeled target images, whole
     sup_weights: list[float] | None = None  # sampling probabilities of ``sup`` (rare-class sampling)
-    extra: list[Item] = field(default_factory=list)  # drawn instead of ``sup`` with ``extra_share``
-    extra_share: float = 0.0
+    # (items, share): with probability ``share`` a supervised example is drawn from ``items`` instead
+    sup_alternates: tuple[tuple[list[Item], float], ...] = ()
 
     @property
     def has_mix(self) -> bool:
@@ -61,6 +67,7 @@ class AugmentParams:
     saturation: float = 0.0
     hue: float = 0.0
     cutmix_alpha: float = 1.0
+    cutmix_both_directions: bool = False  # half the mixes paste a source box into the target image
     jitter_sup: bool = False  # jitter the supervised stream too (the mix stream always is)
     randomize: dict | None = None  # appearance randomization of the supervised stream (replaces jitter)
     classmix_sup: bool = False  # ClassMix two supervised examples (a noisy student's target images)
@@ -71,7 +78,8 @@ class AugmentParams:
         """From the ``augment`` config section; the flags are the stage kind's."""
         strengths = augment.randomize.model_dump(exclude={"enabled"}) if randomize else None
         return cls(flip=augment.flip, **augment.jitter.model_dump(), cutmix_alpha=augment.cutmix.alpha,
-                   jitter_sup=jitter_sup, randomize=strengths, classmix_sup=classmix_sup)
+                   cutmix_both_directions=augment.cutmix.both_directions, jitter_sup=jitter_sup,
+                   randomize=strengths, classmix_sup=classmix_sup)
 
 
 def load_item(item: Item, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
@@ -84,7 +92,8 @@ def load_item(item: Item, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray
 
 class BatchBuilder:
     """Slot ids in, a training batch out: ``{"sup_image", "sup_label"[, "mix_image",
-    "mix_label"][, "target_image"]}`` as uint8 arrays of shape (N, H, W, 3) / (N, H, W).
+    "mix_label"][, "target_image"][, "labeled_image", "labeled_label"]}`` as uint8 arrays of
+    shape (N, H, W, 3) / (N, H, W).
 
     ``seed=None`` draws fresh randomness in every process (what Ray Data workers do);
     with a seed, slot ``i`` always gives the same example (tests, the plain loop)."""
@@ -111,8 +120,12 @@ class BatchBuilder:
 
     def _draw_sup(self, rng: np.random.Generator) -> Item:
         s = self.streams
-        if s.extra and rng.random() < s.extra_share:
-            return s.extra[rng.integers(len(s.extra))]
+        if s.sup_alternates:
+            u = rng.random()
+            for pool, share in s.sup_alternates:
+                if u < share:
+                    return pool[rng.integers(len(pool))]
+                u -= share
         if s.sup_weights is not None:
             return s.sup[rng.choice(len(s.sup), p=s.sup_weights)]
         return s.sup[rng.integers(len(s.sup))]
@@ -136,12 +149,19 @@ class BatchBuilder:
             tgt_image, tgt_label = load_item(s.mix_target[rng.integers(len(s.mix_target))], s.target_size)
             lam = augment.sample_cutmix_lambda(rng, self.params.cutmix_alpha)
             box = augment.cutmix_box(*s.target_size, lam, rng)
-            image, label = augment.cutmix(src_image, src_label, tgt_image, tgt_label, box)
+            if p.cutmix_both_directions and rng.random() < 0.5:  # a source box in the target image
+                image, label = augment.cutmix(tgt_image, tgt_label, src_image, src_label, box)
+            else:  # a target box in the source image
+                image, label = augment.cutmix(src_image, src_label, tgt_image, tgt_label, box)
             image, label = self._flip(rng, image, label)
             out["mix_image"], out["mix_label"] = self._jitter(image, rng), label
         if s.has_target:
             image, _ = load_item(s.target[rng.integers(len(s.target))], s.target_size)
             out["target_image"], _ = self._flip(rng, image)
+        if s.labeled:
+            image, label = load_item(s.labeled[rng.integers(len(s.labeled))], s.target_size)
+            image, label = self._flip(rng, image, label)
+            out["labeled_image"], out["labeled_label"] = self._jitter(image, rng), label
         return out
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

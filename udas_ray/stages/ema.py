@@ -12,11 +12,9 @@ from __future__ import annotations
 import copy
 
 import torch
-import torch.nn.functional as F
 
 from udas_ray.checkpoints import unwrap
-from udas_ray.classes import IGNORE
-from udas_ray.stages.terms import Step, term
+from udas_ray.stages.terms import Step, classmix_loss, classmix_masks, term  # noqa: F401 (classmix_masks: API)
 
 
 def make_teacher(model: torch.nn.Module) -> torch.nn.Module:
@@ -36,19 +34,6 @@ def update_teacher(teacher: torch.nn.Module, student: torch.nn.Module, step: int
             value.mul_(alpha).add_(student_state[name].detach(), alpha=1 - alpha)
         else:
             value.copy_(student_state[name])
-
-
-def classmix_masks(labels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """(N, H, W) float masks covering, per image, a random half of the classes in its label."""
-    masks = torch.zeros(labels.shape, dtype=torch.float32, device=labels.device)
-    for i, label in enumerate(labels):
-        present = label.unique()
-        present = present[present != IGNORE]
-        if len(present) == 0:
-            continue
-        order = torch.randperm(len(present), generator=generator)[: (len(present) + 1) // 2]
-        masks[i] = torch.isin(label, present[order.to(present.device)]).float()
-    return masks
 
 
 class MeanTeacher:
@@ -83,16 +68,6 @@ class MeanTeacher:
 def mean_teacher_mix(step: Step) -> torch.Tensor:
     """ClassMix of source onto target images, target pixels labeled by the mean teacher and
     weighted by the share of them it is confident about."""
-    teacher = step.companions["mix"].net
-    source, source_label, target = step.image("sup"), step.label("sup"), step.image("target")
     with torch.no_grad():
-        confidence, pseudo = torch.softmax(teacher(target), dim=1).max(dim=1)
-        quality = (confidence > step.companions["mix"].cfg.self_training.ema_threshold).float().mean(dim=(1, 2))
-        mask = classmix_masks(source_label)
-        mixed = mask[:, None] * source + (1 - mask[:, None]) * target
-        mixed_label = torch.where(mask.bool(), source_label, pseudo)
-        weight = torch.where(mask.bool(), torch.ones_like(mask), quality[:, None, None].expand_as(mask))
-    per_pixel = F.cross_entropy(step.model(mixed), mixed_label, ignore_index=IGNORE, reduction="none")
-    valid = (mixed_label != IGNORE).float()
-    step.notes["mix_quality"] = quality.mean().item()
-    return (per_pixel * weight * valid).sum() / valid.sum().clamp_min(1.0)
+        probs = torch.softmax(step.companions["mix"].net(step.image("target")), dim=1)
+    return classmix_loss(step, "sup", "target", probs, step.cfg.self_training.ema_threshold, note="mix_quality")

@@ -7,11 +7,14 @@ The driver runs two more kinds of stage that train no segmenter: ``pseudo`` (lab
 
   source_only        source labels only (the "no adaptation" row)
   source_randomized  the same with appearance randomization (and rare-class sampling)
-  teacher            source + CutMix with labeled target (if any) + the adversarial term
+  teacher            source + the adversarial term; with labeled target images also CutMix of
+                     source with them (both directions), the images whole, and ClassMix of them
+                     onto unlabeled target images (intra-domain mixing)
   ema                a mean teacher labels target images mixed with source ones (DACS / DAFormer)
   supervised         labeled target only (the SL baseline)
   oracle             every target-train label (the upper bound)
-  student            pseudo-labeled target (+ labeled target), the noisy student's augmentation
+  student            pseudo-labeled target, a fixed share of labeled target (ground truth wins
+                     over pseudo-labels), the noisy student's augmentation
 """
 
 from __future__ import annotations
@@ -47,8 +50,8 @@ class StageKind:
 KINDS: dict[str, StageKind] = {k.name: k for k in (
     StageKind("source_only", "source"),
     StageKind("source_randomized", "source", randomize=True, rare_class_sampling=True),
-    StageKind("teacher", "source", ("seg", "cm", "adv", "entropy"), randomize=True, rare_class_sampling=True,
-              adabn=True, labels_target=True),
+    StageKind("teacher", "source", ("seg", "cm", "target", "intra", "adv", "entropy"), randomize=True,
+              rare_class_sampling=True, adabn=True, labels_target=True),
     StageKind("ema", "source", ("seg", "mix"), randomize=True, rare_class_sampling=True, mixes_domains=True,
               adabn=True, starts_from="teacher"),
     StageKind("supervised", "labeled_target"),
@@ -82,7 +85,8 @@ def _supervised(kind: StageKind, cfg: Config, splits: Splits, name: str, pseudo:
         return items(splits.target_train)
     if pseudo is None or not len(pseudo):
         raise UdasError(f"stage {name}: no pseudo-labeled target images to train the student on")
-    return items(pseudo) + items(splits.target_labeled)
+    known = {s.image for s in splits.target_labeled.samples}  # their ground truth wins
+    return [item for item in items(pseudo) if item[0] not in known]
 
 
 def build_spec(cfg: Config, splits: Splits, kind: str, name: str, out_dir: str | Path, *,
@@ -93,12 +97,19 @@ def build_spec(cfg: Config, splits: Splits, kind: str, name: str, out_dir: str |
     k = KINDS[kind]
     sup = _supervised(k, cfg, splits, name, pseudo)
     labeled, unlabeled = items(splits.target_labeled), items(splits.target_train.without_labels())
-    available = {"sup": True, "mix": bool(labeled), "target": bool(unlabeled)}
+    available = {"sup": True, "mix": bool(labeled), "labeled": bool(labeled), "target": bool(unlabeled)}
     terms = {t: TERMS[t].weight(cfg) for t in k.terms
              if TERMS[t].weight(cfg) > 0 and all(available[s] for s in TERMS[t].reads)}
     reads = {s for t in terms for s in TERMS[t].reads}
     st = cfg.self_training
-    extra = items(splits.source) if k.noisy and st.source_share > 0 else []
+    alternates = []  # a student's other supervised examples: labeled target, some source
+    if k.trains_on == "pseudo" and labeled:
+        if st.labeled_share > 0:
+            alternates.append((labeled, st.labeled_share))
+        else:  # the labeled images are simply part of the pool
+            sup = sup + labeled
+    if k.noisy and st.source_share > 0:
+        alternates.append((items(splits.source), st.source_share))
     on_source = k.trains_on == "source" and not k.mixes_domains
     streams = Streams(
         sup=sup,
@@ -107,9 +118,9 @@ def build_spec(cfg: Config, splits: Splits, kind: str, name: str, out_dir: str |
         mix_source=items(splits.source) if "mix" in reads else [],
         mix_target=labeled if "mix" in reads else [],
         target=unlabeled if "target" in reads else [],
+        labeled=labeled if "labeled" in reads else [],
         sup_weights=_source_weights(cfg, sup) if k.rare_class_sampling else None,
-        extra=extra,
-        extra_share=st.source_share if extra else 0.0,
+        sup_alternates=tuple(alternates),
     )
     randomize = (k.randomize and cfg.augment.randomize.enabled) or (k.noisy and st.randomize)
     augment = AugmentParams.from_config(cfg.augment, jitter_sup=k.noisy, randomize=randomize,

@@ -140,7 +140,7 @@ class SegmentTask:
         return lr
 
     def train_step(self, batch: dict) -> dict:
-        step = Step(self.model, batch, self.session.device, self.companions)
+        step = Step(self.model, batch, self.session.device, self.cfg, self.companions)
         for companion in self.companions.values():
             if hasattr(companion, "before_step"):
                 companion.before_step(step)

@@ -20,9 +20,10 @@ from typing import Callable
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 
 from udas_ray import losses
-from udas_ray.classes import NUM_CLASSES
+from udas_ray.classes import IGNORE, NUM_CLASSES
 from udas_ray.config import Config
 from udas_ray.inference import to_input
 from udas_ray.models import build_discriminator
@@ -31,8 +32,8 @@ from udas_ray.models import build_discriminator
 class Step:
     """One training batch on the device, and the segmenter's logits on each stream, computed once."""
 
-    def __init__(self, model: torch.nn.Module, batch: dict, device, companions: dict):
-        self.model, self.batch, self.device, self.companions = model, batch, device, companions
+    def __init__(self, model: torch.nn.Module, batch: dict, device, cfg: Config, companions: dict):
+        self.model, self.batch, self.device, self.cfg, self.companions = model, batch, device, cfg, companions
         self.notes: dict[str, float] = {}  # values a term wants logged beside its loss
         self._logits: dict[str, torch.Tensor] = {}
 
@@ -46,6 +47,13 @@ class Step:
         if stream not in self._logits:
             self._logits[stream] = self.model(self.image(stream))
         return self._logits[stream]
+
+    def predictions(self, stream: str) -> torch.Tensor:
+        """The segmenter's softmax on a stream as a fixed target (no gradient); reuses its logits."""
+        if stream in self._logits:
+            return torch.softmax(self._logits[stream].detach(), dim=1)
+        with torch.no_grad():
+            return torch.softmax(self.model(self.image(stream)), dim=1)
 
 
 @dataclass(frozen=True)
@@ -84,6 +92,39 @@ def broadcast_from_rank0(modules, session) -> None:
         for module in modules:
             for t in module.state_dict().values():
                 dist.broadcast(t, src=0)
+
+
+def classmix_masks(labels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """(N, H, W) float masks covering, per image, a random half of the classes in its label."""
+    masks = torch.zeros(labels.shape, dtype=torch.float32, device=labels.device)
+    for i, label in enumerate(labels):
+        present = label.unique()
+        present = present[present != IGNORE]
+        if len(present) == 0:
+            continue
+        order = torch.randperm(len(present), generator=generator)[: (len(present) + 1) // 2]
+        masks[i] = torch.isin(label, present[order.to(present.device)]).float()
+    return masks
+
+
+def classmix_loss(step: Step, pasted: str, base: str, base_probs: torch.Tensor, threshold: float,
+                  note: str) -> torch.Tensor:
+    """Half the classes of each ``pasted`` image (with their labels) pasted onto a ``base`` image
+    whose other pixels take the argmax of ``base_probs``, weighted by the share of that image's
+    pixels more confident than ``threshold`` (DACS); cross-entropy of the segmenter on the mix.
+    The mean quality is logged as ``note``."""
+    image, label, under = step.image(pasted), step.label(pasted), step.image(base)
+    with torch.no_grad():
+        confidence, pseudo = base_probs.max(dim=1)
+        quality = (confidence > threshold).float().mean(dim=(1, 2))
+        mask = classmix_masks(label)
+        mixed = mask[:, None] * image + (1 - mask[:, None]) * under
+        mixed_label = torch.where(mask.bool(), label, pseudo)
+        weight = torch.where(mask.bool(), torch.ones_like(mask), quality[:, None, None].expand_as(mask))
+    per_pixel = F.cross_entropy(step.model(mixed), mixed_label, ignore_index=IGNORE, reduction="none")
+    valid = (mixed_label != IGNORE).float()
+    step.notes[note] = quality.mean().item()
+    return (per_pixel * weight * valid).sum() / valid.sum().clamp_min(1.0)
 
 
 # ------------------------------------------------------------------------------ companions
@@ -141,12 +182,27 @@ def cutmix_cross_entropy(step: Step) -> torch.Tensor:
     return losses.segmentation_loss(step.logits("mix"), step.label("mix"))
 
 
+@term("target", weight="loss.lambda_target", reads=("labeled",))
+def labeled_target_cross_entropy(step: Step) -> torch.Tensor:
+    """Cross-entropy on whole labeled target images (colour-jittered), beside the source batch."""
+    return losses.segmentation_loss(step.logits("labeled"), step.label("labeled"))
+
+
+@term("intra", weight="loss.lambda_intra", reads=("labeled", "target"))
+def intra_domain_mix(step: Step) -> torch.Tensor:
+    """ClassMix of labeled target images onto unlabeled ones, the unlabeled pixels labeled by the
+    segmenter's own confident predictions: unlabeled target pixels are learned from while the
+    teacher trains, not only in the rounds."""
+    return classmix_loss(step, "labeled", "target", step.predictions("target"), step.cfg.loss.mix_confidence,
+                         note="intra_quality")
+
+
 @term("adv", weight="loss.lambda_adv", reads=("sup", "target"), companion=Adversary)
 def adversarial(step: Step) -> torch.Tensor:
     """Make the discriminator take target softmax maps for source ones."""
-    adversary = step.companions["adv"]
-    loss = adversary.cfg.loss
-    return losses.adversarial_loss(adversary.net, step.logits("target"), loss.temperature, loss.confidence)
+    loss = step.cfg.loss
+    return losses.adversarial_loss(step.companions["adv"].net, step.logits("target"), loss.temperature,
+                                   loss.confidence)
 
 
 @term("entropy", weight="loss.lambda_entropy", reads=("target",))
