@@ -1,4 +1,4 @@
-"""Tiny datasets in the real on-disk layouts (GTA5, Cityscapes, SYNTHIA), written by the tests."""
+"""Tiny datasets in the real on-disk layouts (GTA5, Cityscapes, SYNTHIA, folder), written by the tests."""
 
 from __future__ import annotations
 
@@ -97,4 +97,19 @@ def write_synthia(root: Path, n: int = 3, size=(20, 32), seed: int = 0) -> Path:
         lab = np.stack([ids, rng.integers(0, 1000, size).astype(np.uint16), np.zeros(size, np.uint16)], -1)
         write_png16_rgb(root / "GT" / "LABELS" / f"{i:07d}.png", lab)
         save(root / "RGB" / f"{i:07d}.png", rng.integers(0, 255, size + (3,)).astype(np.uint8))
+    return root
+
+
+def write_folder(root: Path, split: str, names: list[str], labeled: list[str] = (), size=(24, 40),
+                 train_ids: bool = False, seed: int = 0) -> Path:
+    """Format ``folder``: ROOT/SPLIT/images/NAME (file type from its suffix) and,
+    for the stems in ``labeled``, ROOT/SPLIT/labels/STEM.png in labelIds (or trainIds)."""
+    rng = np.random.default_rng(seed)
+    for name in names:
+        lbl = _label_ids(rng, *size)
+        save(root / split / "images" / name, _image_for(lbl, rng))
+        stem = Path(name).stem
+        if stem in labeled:
+            ids = classes.label_ids_to_train_ids(lbl) if train_ids else lbl
+            save(root / split / "labels" / f"{stem}.png", ids, "L")
     return root

@@ -1,10 +1,16 @@
 """Tests of udas_ray.data.readers / images / splits on tiny datasets in the real on-disk layouts."""
 
+import logging
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
 
-from layouts import cityscapes_paths, save, write_cityscapes, write_gta5, write_png16_rgb, write_synthia
+from layouts import (cityscapes_paths, save, write_cityscapes, write_folder, write_gta5, write_png16_rgb,
+                     write_synthia)
 import udas_ray.models  # noqa: F401  (torch: imported at collection, not inside a test)
 from udas_ray.config import load_config
 from udas_ray.data import images, readers, splits
@@ -280,3 +286,167 @@ def test_load_splits_reports_mismatched_label(tmp_path):
     save(lbl, np.zeros((10, 10), np.uint8), "L")
     with pytest.raises(UdasError, match=lbl.name):
         splits.load_splits(cfg)
+
+
+# -------------------------------------------------------------------------------- folder
+def _folder_cfg(tmp_path, *extra, source_train_ids=False, target_train_ids=False):
+    """A folder source (PNG + JPEG, all labeled) and a folder target (train half labeled, val labeled)."""
+    src = write_folder(tmp_path / "src", "train", ["s1.png", "s2.jpg", "s3.jpeg"], ["s1", "s2", "s3"],
+                       train_ids=source_train_ids)
+    tgt = write_folder(tmp_path / "tgt", "train", ["t1.jpg", "t2.png", "t3.JPG", "t4.bmp"], ["t2", "t4"],
+                       train_ids=target_train_ids, seed=1)
+    write_folder(tgt, "val", ["v1.png", "v2.jpg"], ["v1", "v2"], train_ids=target_train_ids, seed=2)
+    return load_config(None, [
+        "data.source.format=folder", f"data.source.root={src}", "data.target.format=folder",
+        f"data.target.root={tgt}", "data.image_size=[32,64]", *extra,
+    ])
+
+
+def test_folder_read_as_source_and_target(tmp_path):
+    s = splits.load_splits(_folder_cfg(tmp_path, "data.target.labeled=2"))
+    assert [x.name for x in s.source.samples] == ["s1.png", "s2.jpg", "s3.jpeg"] and s.source.has_labels
+    assert s.source.format == "folder" and s.source.split == "train" and s.source.label_kind == "labelids"
+    assert [x.name for x in s.target_train.samples] == ["t1.jpg", "t2.png", "t3.JPG", "t4.bmp"]
+    assert [x.label is not None for x in s.target_train.samples] == [False, True, False, True]
+    assert not s.target_train.has_labels  # partly labeled target-train is fine...
+    assert [x.name for x in s.target_labeled.samples] == ["t2.png", "t4.bmp"]  # ...the pick is among labeled
+    assert len(s.target_val) == 2 and s.target_val.has_labels
+    for sample in (*s.source.samples, *s.target_val.samples):
+        assert sample.label.endswith(f"/labels/{Path(sample.name).stem}.png")
+        assert images.read_image(sample.image).shape == (24, 40, 3)
+        _expected_band_train_ids(images.read_label(sample.label, "labelids"))
+
+
+def test_folder_train_ids_labels(tmp_path):
+    cfg = _folder_cfg(tmp_path, "data.source.label_ids=trainids", "data.target.label_ids=trainids",
+                      source_train_ids=True, target_train_ids=True)
+    s = splits.load_splits(cfg)
+    assert s.source.label_kind == s.target_train.label_kind == s.target_val.label_kind == "trainids"
+    for sample in s.source.samples:
+        _expected_band_train_ids(images.read_label(sample.label, s.source.label_kind))
+    # trainIds are kept, 255 stays ignore, anything else (here a labelId-looking 26, and 19) -> 255
+    raw = np.array([[0, 13, 18, 255, 26, 19]], np.uint8)
+    path = save(tmp_path / "raw.png", raw, "L")
+    assert images.read_label(path, "trainids").tolist() == [[0, 13, 18, 255, 255, 255]]
+    assert images.read_label(path, "labelids").tolist() == [[255, 4, 255, 255, 13, 6]]  # fence, car, light
+
+
+def test_folder_formats_and_label_ids_in_config():
+    cfg = load_config(None, ["data.source.format=folder", "data.target.format=folder", "data.target.label_ids=trainids"])
+    assert cfg.data.source.format == cfg.data.target.format == "folder"
+    assert cfg.data.source.label_ids == "labelids" and cfg.data.target.label_ids == "trainids"
+    for bad in (["data.source.format=gta5", "data.source.label_ids=trainids"],
+                ["data.target.format=cityscapes", "data.target.label_ids=trainids"]):
+        with pytest.raises(UdasError) as info:
+            load_config(None, bad)
+        assert "label_ids" in _one_line(info) and "folder" in _one_line(info)
+    with pytest.raises(UdasError, match="label_ids"):
+        load_config(None, ["data.target.format=folder", "data.target.label_ids=colours"])
+
+
+def test_folder_unlabeled_target_train_without_labels_folder(tmp_path):
+    cfg = _folder_cfg(tmp_path)
+    shutil.rmtree(tmp_path / "tgt" / "train" / "labels")
+    s = splits.load_splits(cfg)
+    assert len(s.target_train) == 4 and all(x.label is None for x in s.target_train.samples)
+    with pytest.raises(UdasError, match="no labels"):
+        splits.load_splits(cfg.override({"data.target.labeled": 1}))
+
+
+def test_folder_target_val_without_labels(tmp_path):
+    cfg = _folder_cfg(tmp_path)
+    labels = tmp_path / "tgt" / "val" / "labels"
+    (labels / "v2.png").unlink()
+    with pytest.raises(UdasError) as info:
+        splits.load_splits(cfg)
+    msg = _one_line(info)
+    assert msg.startswith(str(labels)) and "evaluation needs a labeled val split" in msg
+    assert "1 of the 2 val images have no label" in msg and "v2.jpg" in msg
+    shutil.rmtree(labels)
+    with pytest.raises(UdasError) as info:
+        splits.load_splits(cfg)
+    msg = _one_line(info)
+    assert msg.startswith(str(labels)) and "evaluation needs a labeled val split" in msg and "none of the 2" in msg
+
+
+def test_folder_source_needs_every_label(tmp_path):
+    cfg = _folder_cfg(tmp_path)
+    (tmp_path / "src" / "train" / "labels" / "s2.png").unlink()
+    with pytest.raises(UdasError) as info:
+        splits.load_splits(cfg)
+    msg = _one_line(info)
+    assert msg.startswith(str(tmp_path / "src" / "train" / "labels")) and "s2.jpg" in msg
+
+
+def test_folder_errors_name_the_file_or_folder(tmp_path):
+    cfg = _folder_cfg(tmp_path)
+    tgt = tmp_path / "tgt"
+
+    def error() -> str:
+        with pytest.raises(UdasError) as info:
+            splits.load_splits(cfg)
+        return _one_line(info)
+
+    shutil.move(tgt / "val", tmp_path / "val_aside")  # a missing split folder
+    assert str(tgt / "val" / "images") in error()
+    (tgt / "val" / "images").mkdir(parents=True)  # an empty one
+    (tgt / "val" / "images" / "notes.txt").write_text("not an image")
+    msg = error()
+    assert str(tgt / "val" / "images") in msg and "no images" in msg
+    shutil.rmtree(tgt / "val")
+    shutil.move(tmp_path / "val_aside", tgt / "val")
+    orphan = save(tgt / "train" / "labels" / "t9.png", np.zeros((24, 40), np.uint8), "L")  # a label without image
+    msg = error()
+    assert str(orphan) in msg and "without an image" in msg
+    orphan.unlink()
+    jpeg_label = save(tgt / "train" / "labels" / "t1.jpg", np.zeros((24, 40), np.uint8), "L")
+    assert str(jpeg_label) in error()
+    jpeg_label.unlink()
+    twin = save(tgt / "train" / "images" / "t2.jpg", np.zeros((24, 40, 3), np.uint8))  # t2.png has that stem
+    msg = error()
+    assert str(tgt / "train" / "images") in msg and "t2.jpg" in msg and "t2.png" in msg and "stem" in msg
+    twin.unlink()
+    small = save(tgt / "val" / "labels" / "v2.png", np.zeros((24, 41), np.uint8), "L")  # a label of another size
+    for verify in ("header", "full"):
+        with pytest.raises(UdasError) as info:
+            splits.load_splits(cfg.override({"data.verify": verify}))
+        msg = _one_line(info)
+        assert str(small) in msg and "41x24" in msg and "40x24" in msg
+    with pytest.raises(UdasError) as info:
+        splits.load_splits(cfg.override({"data.target.root": str(tmp_path / "nowhere")}))
+    assert str(tmp_path / "nowhere") in _one_line(info)
+
+
+def test_folder_warns_when_labelids_look_like_trainids(tmp_path, caplog):
+    cfg = _folder_cfg(tmp_path, source_train_ids=True)  # trainIds labels, config says labelIds
+    with caplog.at_level(logging.WARNING, logger="udas_ray.data.splits"):
+        splits.load_splits(cfg)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert str(tmp_path / "src" / "train" / "labels" / "s1.png") in warnings[0]
+    assert "3 of the 3" in warnings[0] and "data.source.label_ids=trainids" in warnings[0]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="udas_ray.data.splits"):
+        splits.load_splits(cfg.override({"data.verify": "header"}))  # only a full check looks at values
+        splits.load_splits(cfg.override({"data.source.label_ids": "trainids"}))
+        splits.load_splits(_folder_cfg(tmp_path / "plain"))  # real labelIds
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+
+
+def test_looks_like_train_ids():
+    assert images.looks_like_train_ids([0, 2, 10, 13, 255])  # trainIds with ignore
+    assert images.looks_like_train_ids([0, 1, 2])  # road (0) without labelId 7
+    assert not images.looks_like_train_ids([0, 7, 11, 23, 26])  # Cityscapes labelIds
+    assert not images.looks_like_train_ids([0, 7, 8, 11])  # labelIds without sky or cars: has road 7
+    assert not images.looks_like_train_ids([255])  # nothing but ignore: no evidence
+    assert not images.looks_like_train_ids([])
+
+
+def test_choose_labeled_among_a_partly_labeled_split():
+    split = _fake_split(10)
+    split = replace(split, samples=tuple(s if i % 2 else replace(s, label=None) for i, s in enumerate(split.samples)))
+    lab, rest = readers.choose_labeled(split, 3, seed=0)
+    assert len(lab) == 3 and all(s.label is not None for s in lab.samples) and len(rest) == 7
+    with pytest.raises(UdasError) as info:
+        readers.choose_labeled(split, 6, seed=0)
+    assert "only 5 of the 10" in _one_line(info)

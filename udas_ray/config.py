@@ -44,17 +44,35 @@ class SourceData(Section):
     root: str = "data/scenes/source"
     # [H, W] the source is resized to; null = data.image_size (the paper: 720x1280 vs 512x1024).
     image_size: Optional[Size] = None
+    # What the label PNGs of format folder hold: Cityscapes labelIds (0..33), or trainIds
+    # (0..18, 255 = ignore, any other value read as ignore). Other formats fix their own ids.
+    label_ids: Literal["labelids", "trainids"] = "labelids"
 
     @field_validator("image_size")
     @classmethod
     def _min_size(cls, v):
         return _check_size(v)
 
+    @model_validator(mode="after")
+    def _label_ids_need_folder(self):
+        if self.label_ids != "labelids" and self.format != "folder":
+            raise ValueError(f"label_ids={self.label_ids} is for format folder; {self.format} labels "
+                             "come in their own ids: leave data.source.label_ids at labelids")
+        return self
+
 
 class TargetData(Section):
     format: Literal[TARGET_FORMATS] = "scenes"
     root: str = "data/scenes/target"
     labeled: int = Field(0, ge=0)  # labeled target-train images; 0 = pure UDA
+    label_ids: Literal["labelids", "trainids"] = "labelids"  # as data.source.label_ids
+
+    @model_validator(mode="after")
+    def _label_ids_need_folder(self):
+        if self.label_ids != "labelids" and self.format != "folder":
+            raise ValueError(f"label_ids={self.label_ids} is for format folder; {self.format} labels "
+                             "come in their own ids: leave data.target.label_ids at labelids")
+        return self
 
 
 class ScenesData(Section):

@@ -4,6 +4,8 @@ Images are RGB uint8 (H, W, 3); labels are trainId uint8 (H, W) with 255 = ignor
 failure is a one-line :class:`UdasError` naming the file. Label files come in two kinds:
 
 * ``labelids``: 8-bit single-channel (mode L or P) Cityscapes labelIds (Cityscapes, GTA5).
+* ``trainids``: the same files holding trainIds already (format ``folder`` with
+  ``data.*.label_ids=trainids``): 0..18 kept, 255 and every other value read as ignore.
 * ``synthia``: 16-bit PNGs with the SYNTHIA class id in the first channel (read with OpenCV,
   because Pillow truncates 16-bit colour PNGs to their high byte).
 """
@@ -51,6 +53,11 @@ def _check_label_mode(mode: str, path: str | Path) -> None:
         )
 
 
+# trainId labels as they are, anything but a class 0..18 -> ignore.
+_TRAIN_IDS_KEPT = np.full(256, classes.IGNORE, dtype=np.uint8)
+_TRAIN_IDS_KEPT[: classes.NUM_CLASSES] = np.arange(classes.NUM_CLASSES)
+
+
 def read_label(path: str | Path, kind: str = "labelids") -> np.ndarray:
     """A trainId uint8 map from a label file of the given kind."""
     if kind == "synthia":
@@ -58,7 +65,27 @@ def read_label(path: str | Path, kind: str = "labelids") -> np.ndarray:
     with _open(path) as img:
         _check_label_mode(img.mode, path)
         ids = np.asarray(_decode(img, path))
+    if kind == "trainids":
+        return _TRAIN_IDS_KEPT[np.asarray(ids, dtype=np.int64).clip(0, 255)]
+    if kind != "labelids":
+        raise ValueError(f"unknown label kind {kind!r}")
     return classes.label_ids_to_train_ids(ids)
+
+
+def looks_like_train_ids(values) -> bool:
+    """Whether the distinct values of a label said to hold labelIds rather look like trainIds.
+
+    A heuristic for a warning, never an error: no value outside 0..18 and 255, at least one
+    class value, and either 255 (unused by labelIds) or 0 without 7 (trainId 0 is road, the most
+    common class; as a labelId 0 is "unlabeled", and a street scene in labelIds rarely has it
+    without road 7). Real labelIds almost always hold sky 23, vegetation 21 or car 26 too.
+    """
+    values = {int(v) for v in values}
+    if not values or not values <= set(range(classes.NUM_CLASSES)) | {classes.IGNORE}:
+        return False
+    if not values - {classes.IGNORE}:
+        return False
+    return classes.IGNORE in values or (0 in values and 7 not in values)
 
 
 def _read_synthia_ids(path: str | Path) -> np.ndarray:
@@ -83,24 +110,39 @@ def probe(path: str | Path, full: bool = False) -> tuple[tuple[int, int], str]:
         return (img.height, img.width), img.mode
 
 
-def check_pair(image_path: str | Path, label_path: str | Path | None, kind: str, full: bool) -> None:
-    """Raise UdasError if the pair is unreadable, the label holds colours or sizes differ."""
+def _label_values(ids: np.ndarray) -> np.ndarray:
+    if ids.dtype == np.uint8:
+        return np.flatnonzero(np.bincount(ids.ravel(), minlength=256))
+    return np.unique(ids)
+
+
+def check_pair(image_path: str | Path, label_path: str | Path | None, kind: str, full: bool):
+    """Raise UdasError if the pair is unreadable, the label holds colours or sizes differ.
+
+    Returns the label's distinct raw values when the check decoded an 8-bit-style label
+    (``full``, kinds labelids / trainids), for :func:`looks_like_train_ids`; otherwise None.
+    """
     size, _ = probe(image_path, full)
     if label_path is None:
-        return
+        return None
+    values = None
     if kind == "synthia":
         if full:
             lsize = _read_synthia_ids(label_path).shape[:2]
         else:
             lsize, _ = probe(label_path)
     else:
-        lsize, mode = probe(label_path, full)
-        _check_label_mode(mode, label_path)
+        with _open(label_path) as img:
+            _check_label_mode(img.mode, label_path)
+            lsize = (img.height, img.width)
+            if full:
+                values = _label_values(np.asarray(_decode(img, label_path)))
     if tuple(lsize) != tuple(size):
         raise UdasError(
             f"{label_path}: label is {lsize[1]}x{lsize[0]} but its image {image_path} is {size[1]}x{size[0]}; "
             "labels must match their images pixel for pixel"
         )
+    return values
 
 
 def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -10,6 +10,8 @@ Layouts:
   cityscapes  ROOT/leftImg8bit/SPLIT/CITY/*_leftImg8bit.png
               + ROOT/gtFine/SPLIT/CITY/*_gtFine_labelIds.png            (labelIds)
   synthia     ROOT/RGB/*.png + ROOT/GT/LABELS/*.png                    (16-bit SYNTHIA ids; one split)
+  folder      your own images: ROOT/SPLIT/images/*.{png,jpg,jpeg,bmp,webp,tif,tiff}
+              + optional ROOT/SPLIT/labels/STEM.png                    (labelIds, or trainIds: data.*.label_ids)
   scenes      the embedded generator: source in the gta5 layout, target in the cityscapes one
 """
 
@@ -45,6 +47,7 @@ class Split:
     label_kind: str = "labelids"
     skipped: int = 0  # files left out because their partner is missing
     notes: tuple[str, ...] = field(default=())
+    label_dir: str = ""  # where this split's labels are (or would be), for error messages
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -123,19 +126,66 @@ def read_cityscapes(root: str | Path, split: str = "train") -> Split:
                 )
             label = str(label_path)
         samples.append(Sample(str(image), label, image.name))
-    return _nonempty(Split("cityscapes", str(root), split, tuple(samples), "labelids"))
+    return _nonempty(Split("cityscapes", str(root), split, tuple(samples), "labelids", label_dir=str(label_dir)))
+
+
+FOLDER_IMAGE_TYPES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def _visible_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+def read_folder(root: str | Path, split: str = "train", label_kind: str = "labelids") -> Split:
+    """Your own images as they are: ROOT/SPLIT/images/* with optional same-stem PNG labels.
+
+    An image is labeled when ROOT/SPLIT/labels/<its stem>.png exists; images without one are
+    unlabeled (the normal case for target-train; load_splits decides where labels are required).
+    A label with no image, a non-PNG label, or two images sharing a stem is an error: each would
+    silently drop or mismatch training data. Files of other types in images/ and hidden files
+    (.DS_Store) are ignored. ``label_kind`` is the config's ``data.*.label_ids``.
+    """
+    root = Path(root).resolve()
+    types = ",".join(t[1:] for t in FOLDER_IMAGE_TYPES)
+    image_dir, label_dir = root / split / "images", root / split / "labels"
+    _require_dir(image_dir, f"{split} images folder", f"expected ROOT/{split}/images/*.{{{types}}}")
+    images: dict[str, Path] = {}
+    for path in _visible_files(image_dir):
+        if path.suffix.lower() not in FOLDER_IMAGE_TYPES:
+            continue
+        if path.stem in images:
+            raise UdasError(f"{path}: same stem as {images[path.stem].name} beside it; "
+                            "image stems must be unique (their labels are STEM.png); rename one")
+        images[path.stem] = path
+    if not images:
+        raise UdasError(f"{image_dir}: no images (expected *.{{{types}}}); add images or fix data.*.root")
+    labels: dict[str, Path] = {}
+    if label_dir.is_dir():
+        for path in _visible_files(label_dir):
+            if path.suffix.lower() != ".png":
+                raise UdasError(f"{path}: labels must be PNG files (lossless), named after their image: STEM.png")
+            if path.stem not in images:
+                raise UdasError(f"{path}: label without an image; expected {image_dir}/{path.stem}.<image type>")
+            labels[path.stem] = path
+    samples = tuple(
+        Sample(str(image), str(labels[stem]) if stem in labels else None, image.name)
+        for image, stem in sorted((image, stem) for stem, image in images.items())
+    )
+    return Split("folder", str(root), split, samples, label_kind, label_dir=str(label_dir))
 
 
 @dataclass(frozen=True)
 class Reader:
-    read: Callable[[str | Path, str], Split]
+    read: Callable[..., Split]  # (root, split), or (root, split, label_kind) when label_ids
     has_splits: bool  # train/val folders (a target needs them); False: one split, read as "all"
+    label_ids: bool = False  # True: read(root, split, label_kind) takes the config's data.*.label_ids
 
 
 READERS: dict[str, Reader] = {
     "gta5": Reader(read_gta5, has_splits=False),
     "synthia": Reader(read_synthia, has_splits=False),
     "cityscapes": Reader(read_cityscapes, has_splits=True),
+    "folder": Reader(read_folder, has_splits=True, label_ids=True),
 }
 # The embedded benchmark, generated on first use: its source in the gta5 layout, its target in cityscapes'.
 GENERATED = {"scenes": {"source": "gta5", "target": "cityscapes"}}
@@ -143,11 +193,14 @@ SOURCE_FORMATS = (*READERS, *GENERATED)
 TARGET_FORMATS = (*(name for name, r in READERS.items() if r.has_splits), *GENERATED)
 
 
-def read_split(fmt: str, root: str | Path, split: str) -> Split:
-    """The ``split`` of the dataset at ``root``; ``split`` is ignored by single-split formats."""
+def read_split(fmt: str, root: str | Path, split: str, label_ids: str = "labelids") -> Split:
+    """The ``split`` of the dataset at ``root``; ``split`` is ignored by single-split formats,
+    ``label_ids`` (labelids / trainids) by formats whose labels have fixed ids."""
     if fmt not in READERS:
         raise UdasError(f"unknown dataset format {fmt!r}; choose one of {', '.join(sorted(READERS))}")
     reader = READERS[fmt]
+    if reader.label_ids:
+        return reader.read(root, split if reader.has_splits else "all", label_ids)
     return reader.read(root, split if reader.has_splits else "all")
 
 
@@ -155,9 +208,14 @@ def choose_labeled(split: Split, count: int, seed: int, key: str = "data.target.
     """Pick ``count`` labeled images reproducibly from ``seed``; returns (labeled, the rest)."""
     if count > len(split):
         raise UdasError(f"{key}={count} but {split.root} {split.split} holds only {len(split)} images; lower it")
-    if count and not split.has_labels:
+    labeled = [i for i, s in enumerate(split.samples) if s.label is not None]
+    if count and not labeled:
         raise UdasError(f"{key}={count} but {split.root} has no labels for {split.split}; set it to 0")
-    order = np.random.default_rng(seed).permutation(len(split))
-    chosen = sorted(order[:count].tolist())
-    rest = sorted(order[count:].tolist())
+    if count > len(labeled):
+        raise UdasError(f"{key}={count} but only {len(labeled)} of the {len(split)} {split.split} images "
+                        f"at {split.root} have labels; lower it")
+    # Drawn among the labeled images: a fully labeled split gives the same pick as ever.
+    order = np.random.default_rng(seed).permutation(len(labeled))
+    chosen = sorted(labeled[i] for i in order[:count].tolist())
+    rest = sorted(set(range(len(split))) - set(chosen))
     return split.subset(chosen, split.split + "-labeled"), split.subset(rest)

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from udas_ray.config import Config
 from udas_ray.data import images, readers
 from udas_ray.data.readers import Split
 from udas_ray.errors import UdasError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -56,10 +59,10 @@ def generate_scenes(cfg: Config, which: str) -> Path:
 
 def _read(cfg: Config, which: str, split: str) -> Split:
     """``data.<which>`` (source or target) through the readers' registry."""
-    fmt = getattr(cfg.data, which).format
-    if fmt in readers.GENERATED:
-        return readers.read_split(readers.GENERATED[fmt][which], generate_scenes(cfg, which), split)
-    return readers.read_split(fmt, _root(getattr(cfg.data, which).root, f"data.{which}.root"), split)
+    data = getattr(cfg.data, which)
+    if data.format in readers.GENERATED:
+        return readers.read_split(readers.GENERATED[data.format][which], generate_scenes(cfg, which), split)
+    return readers.read_split(data.format, _root(data.root, f"data.{which}.root"), split, data.label_ids)
 
 
 def read_source(cfg: Config) -> Split:
@@ -70,23 +73,49 @@ def read_target(cfg: Config, split: str) -> Split:
     return _read(cfg, "target", split)
 
 
-def verify(split: Split, full: bool) -> None:
-    """Open every file of a split (decode it too when ``full``): fail on the first bad one."""
+def verify(split: Split, full: bool, key: str = "data.*.label_ids") -> None:
+    """Open every file of a split (decode it too when ``full``): fail on the first bad one.
+
+    A full check also looks at the values of labelIds labels and warns, once per split naming
+    the first file, when they look like trainIds (images.looks_like_train_ids): read as
+    labelIds, trainIds would turn road into "unlabeled" and train on garbage without an error.
+    """
+    suspects = []
     for sample in split.samples:
-        images.check_pair(sample.image, sample.label, split.label_kind, full)
+        values = images.check_pair(sample.image, sample.label, split.label_kind, full)
+        if values is not None and split.label_kind == "labelids" and images.looks_like_train_ids(values):
+            suspects.append(sample.label)
+    if suspects:
+        fix = f"set {key}=trainids" if split.format == "folder" else f"use format folder with {key}=trainids"
+        log.warning("%s: looks like a trainIds label, not labelIds (values only 0..18 and 255, or 0 without "
+                    "road's labelId 7); %d of the %d labels of the %s %s split look so; if they are trainIds, %s",
+                    suspects[0], len(suspects), len(split), split.format, split.split, fix)
+
+
+def _require_labels(split: Split, why: str) -> None:
+    """A one-line error naming the label folder when some image of ``split`` has no label."""
+    missing = [s for s in split.samples if s.label is None]
+    if not missing:
+        return
+    if len(missing) == len(split):
+        lack = f"none of the {len(split)} {split.split} images has a label there"
+    else:
+        lack = f"{len(missing)} of the {len(split)} {split.split} images have no label there"
+    raise UdasError(f"{split.label_dir or split.root}: {why}, but {lack} (first unlabeled: {missing[0].name})")
 
 
 def load_splits(cfg: Config, check_files: bool = True) -> Splits:
     source = read_source(cfg)
+    _require_labels(source, "the source trains on labels of every image")
     target_train = read_target(cfg, "train")
     target_val = read_target(cfg, "val")
-    if not target_val.has_labels:
-        raise UdasError(f"{target_val.root}: target val has no gtFine labels; evaluation needs them")
+    _require_labels(target_val, "evaluation needs a labeled val split")
     labeled, _ = readers.choose_labeled(target_train, cfg.data.target.labeled, cfg.run.seed)
     if cfg.data.val_limit:
         target_val = target_val.subset(range(min(cfg.data.val_limit, len(target_val))))
     if check_files:
         full = cfg.data.verify == "full"
-        for split in (source, target_train, target_val):
-            verify(split, full)
+        verify(source, full, "data.source.label_ids")
+        verify(target_train, full, "data.target.label_ids")
+        verify(target_val, full, "data.target.label_ids")
     return Splits(source, target_train, labeled, target_val)
