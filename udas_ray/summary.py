@@ -1,21 +1,39 @@
-"""The run's result table: ``RUN_DIR/summary.json`` and its printed form.
+"""The run's result table: ``RUN_DIR/summary.json``, its Markdown and CSV forms, and its printed form.
 
     {"stages": [{"name": "source_only", "miou": 31.2, "pixel_accuracy": 80.1,
                  "per_class_iou": {"road": 90.3, ..., "train": null}, "checkpoint": "last"}, ...]}
 
 Numbers are percentages over the whole target-val split; ``null`` marks a class absent from
 both the ground truth and the predictions. Rows follow the paper's ablation table.
+
+Beside the JSON, :func:`write` puts ``summary.md`` (the table UDA papers print: stages as rows,
+mIoU, pixel accuracy, then one IoU column per class; the gap closed under it) and
+``per_class.csv`` (the same numbers for a spreadsheet, one row per stage, a fixed header with all
+19 classes). A class a row does not have (another protocol, an old summary) is left blank.
+Multi-seed summaries (:func:`aggregate`) carry mean ± std for mIoU and pixel accuracy and only
+means per class: the Markdown shows "mean ± std", the CSV adds ``*_std`` columns at the end.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 from pathlib import Path
 
 from udas_ray import atomic
+from udas_ray.classes import CLASS_NAMES
 
 SUMMARY_FILE = "summary.json"
+MARKDOWN_FILE = "summary.md"
+CSV_FILE = "per_class.csv"
+FILES = (SUMMARY_FILE, MARKDOWN_FILE, CSV_FILE)  # everything write() puts in the run folder
+
+# Column heads of the printed per-class table: at most 5 characters, so 19 columns fit 150.
+SHORT_NAMES = {"sidewalk": "sidew", "building": "build", "traffic light": "light", "traffic sign": "sign",
+               "vegetation": "veget", "terrain": "terr", "person": "pers", "motorcycle": "mbike",
+               "bicycle": "bike"}
 
 
 def stage_row(name: str, metrics: dict) -> dict:
@@ -59,7 +77,67 @@ def build(rows: list[dict], **extra) -> dict:
 
 
 def write(run_dir: str | Path, summary: dict) -> Path:
-    return atomic.write_text(Path(run_dir) / SUMMARY_FILE, json.dumps(clean(summary), indent=1, allow_nan=False))
+    """``summary.json``, ``summary.md`` and ``per_class.csv``, each written atomically; the JSON's path."""
+    run_dir, summary = Path(run_dir), clean(summary)
+    path = atomic.write_text(run_dir / SUMMARY_FILE, json.dumps(summary, indent=1, allow_nan=False))
+    atomic.write_text(run_dir / MARKDOWN_FILE, markdown(summary))
+    atomic.write_text(run_dir / CSV_FILE, per_class_csv(summary))
+    return path
+
+
+def _classes(rows: list[dict]) -> list[str]:
+    """The classes any row has an entry for, in trainId order (all 19 under cityscapes19)."""
+    present = {c for r in rows for c in (r.get("per_class_iou") or {})}
+    return [c for c in CLASS_NAMES if c in present]
+
+
+def _number(value, digits: int, spread=None, missing: str = "-") -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return missing
+    text = f"{value:.{digits}f}"
+    return text if spread is None else f"{text} ± {spread:.{digits}f}"
+
+
+def _gap_line(summary: dict, digits: int = 1) -> str | None:
+    if summary.get("gap_closed") is None:
+        return None
+    spread = f" ± {summary['gap_closed_std']:.{digits}f}" if summary.get("gap_closed_std") is not None else ""
+    return (f"gap closed by {summary['final_stage']}: (final - source_only) / (oracle - source_only) "
+            f"= {summary['gap_closed']:.{digits}f}{spread}%")
+
+
+def markdown(summary: dict) -> str:
+    """The results table as UDA papers print it: IoU in %, one decimal, "-" where there is none."""
+    rows = summary["stages"]
+    names = _classes(rows)
+    heads = ["stage", "mIoU", "pixel acc", *names]
+    lines = ["| " + " | ".join(heads) + " |", "| --- |" + " ---: |" * (len(heads) - 1)]
+    for r in rows:
+        ious = r.get("per_class_iou") or {}
+        cells = [f"`{r['name']}`", _number(r.get("miou"), 1, r.get("miou_std")),
+                 _number(r.get("pixel_accuracy"), 1, r.get("pixel_accuracy_std")),
+                 *(_number(ious.get(c), 1) for c in names)]
+        lines.append("| " + " | ".join(cells) + " |")
+    notes = [_gap_line(summary)]
+    if summary.get("seeds"):
+        notes.append(f"mean ± std over seeds {summary['seeds']} (each seed's last checkpoint); class IoUs are means")
+    notes = [n for n in notes if n]
+    return "\n".join(lines) + ("\n\n" + "\n\n".join(notes) if notes else "") + "\n"
+
+
+def per_class_csv(summary: dict) -> str:
+    """One row per stage: ``stage,miou,pixel_accuracy,<the 19 classes>`` (+ ``*_std`` when seeded)."""
+    rows = summary["stages"]
+    spreads = [k for k in ("miou_std", "pixel_accuracy_std") if any(r.get(k) is not None for r in rows)]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["stage", "miou", "pixel_accuracy", *CLASS_NAMES, *spreads])
+    for r in rows:
+        ious = r.get("per_class_iou") or {}
+        numbers = [r.get("miou"), r.get("pixel_accuracy"), *(ious.get(c) for c in CLASS_NAMES),
+                   *(r.get(k) for k in spreads)]
+        writer.writerow([r["name"], *(_number(v, 2, missing="") for v in numbers)])
+    return out.getvalue()
 
 
 def clean(obj):
@@ -90,11 +168,17 @@ def table(summary: dict) -> str:
                      f"{_fmt(r['pixel_accuracy'], r.get('pixel_accuracy_std')):>15}  "
                      f"{'' if gap is None else f'{gap:9.1f}%':>10}")
     if summary.get("gap_closed") is not None:
-        spread = f" ± {summary['gap_closed_std']:.1f}" if summary.get("gap_closed_std") is not None else ""
-        lines.append(f"gap closed by {summary['final_stage']}: (final - source_only) / (oracle - source_only) "
-                     f"= {summary['gap_closed']:.1f}{spread}%")
+        lines.append(_gap_line(summary))
     if summary.get("seeds"):
         lines.append(f"mean ± std over seeds {summary['seeds']} (each seed's last checkpoint)")
+    names = _classes(rows)
+    if names:
+        lines += ["", "per-class IoU (%)" + (", means over seeds" if summary.get("seeds") else ""),
+                  f"{'stage':<{width}}" + "".join(f" {SHORT_NAMES.get(c, c):>5}" for c in names),
+                  "-" * (width + 6 * len(names))]
+        for r in rows:
+            ious = r.get("per_class_iou") or {}
+            lines.append(f"{r['name']:<{width}}" + "".join(f" {_number(ious.get(c), 1):>5}" for c in names))
     return "\n".join(lines)
 
 
