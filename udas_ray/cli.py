@@ -1,10 +1,19 @@
-"""What every entry point in ``jobs/`` shares: ``--config FILE key=value ...`` and one-line errors."""
+"""What every entry point in ``jobs/`` shares: ``--config FILE key=value ...``, ``--print-config``
+and one-line errors.
+
+:func:`config_from` is where a config comes into being for a job, so two things happen there and
+nowhere else: relative paths (:data:`PATH_KEYS`, a relative ``sqlite:///`` tracking URI) become
+absolute against the directory the user typed them in, before a Ray worker or a Tune trial (whose
+working directory is its own folder) sees them; and ``--print-config`` prints that final config
+and exits, before any data or Ray work.
+"""
 
 from __future__ import annotations
 
 import argparse
 import functools
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -12,19 +21,53 @@ from udas_ray.config import Config, load_config
 from udas_ray.errors import UdasError
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "conf" / "default.yaml"
+PATH_KEYS = ("data.source.root", "data.target.root", "run.dir", "model.pretrained")
+SQLITE = "sqlite:///"
 
 
 def parser(description: str, default_config: Path | None = DEFAULT_CONFIG) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--config", default=str(default_config) if default_config else None,
-                   help=f"YAML config (default: {default_config})")
+                   help=f"YAML config (default: {default_config})" if default_config else "YAML config")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved config (file, extends:, overrides, absolute paths) as YAML and exit")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="dotted config overrides, values parsed as YAML, e.g. loss.lambda_adv=0.01")
     return p
 
 
-def config_from(args) -> Config:
-    return load_config(args.config, args.overrides)
+def config_from(args, path: str | Path | None = None) -> Config:
+    """The job's config: ``path`` (default ``args.config``) + ``args.overrides``, then :func:`settle`."""
+    return settle(load_config(path if path is not None else args.config, args.overrides), args)
+
+
+def settle(cfg: Config, args) -> Config:
+    """Paths made absolute; with ``args.print_config`` the config is printed and the process exits 0."""
+    cfg = absolute_paths(cfg)
+    if getattr(args, "print_config", False):
+        sys.stdout.write(cfg.to_yaml())
+        sys.stdout.flush()
+        raise SystemExit(0)
+    return cfg
+
+
+def absolute_paths(cfg: Config, cwd: str | Path | None = None) -> Config:
+    """``cfg`` with relative :data:`PATH_KEYS` and a relative ``sqlite:///path`` tracking URI made
+    absolute against ``cwd`` (default: the current directory); ``~`` is expanded, absolute paths,
+    other URIs and null stay as they are."""
+    cwd = Path(cwd) if cwd is not None else Path.cwd()
+
+    def absolute(path: str) -> str:
+        path = os.path.expanduser(path)
+        return path if os.path.isabs(path) else os.path.normpath(os.path.join(cwd, path))
+
+    changes = {key: absolute(cfg.get(key)) for key in PATH_KEYS if cfg.get(key)}
+    uri = cfg.mlflow.tracking_uri or ""
+    db = uri[len(SQLITE):]
+    if uri.startswith(SQLITE) and db and db != ":memory:":
+        changes["mlflow.tracking_uri"] = SQLITE + absolute(db)
+    changes = {key: value for key, value in changes.items() if value != cfg.get(key)}
+    return cfg.override(changes) if changes else cfg
 
 
 def entry_point(main):

@@ -421,8 +421,17 @@ def _section_model(path: list[str]) -> type[BaseModel] | None:
 
 
 def _unknown_key(key: str, origin: str) -> UdasError:
-    guesses = difflib.get_close_matches(key, all_keys(), n=1, cutoff=0.6)
-    hint = f"; did you mean {guesses[0]!r}?" if guesses else "; see conf/default.yaml for the valid keys"
+    """The error for an unknown key, with a guess: difflib's closest key catches a typo
+    (``loss.lamda_adv``), the keys with the same last segment a left-out section (``lr`` ->
+    ``train.lr``, ``style.lr``); when both apply, the close one of those keys alone."""
+    keys = all_keys()
+    close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
+    same_leaf = [k for k in keys if k.split(".")[-1] == key.split(".")[-1]]
+    guesses = close if not same_leaf or set(close) & set(same_leaf) else same_leaf
+    quoted = [repr(g) for g in guesses]
+    if len(quoted) > 1:
+        quoted = [", ".join(quoted[:-1]) + " or " + quoted[-1]]
+    hint = f"; did you mean {quoted[0]}?" if quoted else "; see conf/default.yaml for the valid keys"
     return UdasError(f"{origin}: unknown config key {key!r}{hint}")
 
 
