@@ -1,14 +1,23 @@
-"""Predict a target split with a trained stage and write it in the Cityscapes results format.
+"""Predict a target split, or any folder of images, with a trained model: labelId PNGs.
 
-    python jobs/predict.py --run RUN_DIR [--stage NAME] [--split val] --out DIR
+    python jobs/predict.py --run RUN_DIR [--stage NAME] [--split val] --out DIR [--color]
     python jobs/predict.py --checkpoint MODEL.pt --config FILE [key=value ...] --out DIR
+    python jobs/predict.py (--run RUN_DIR | --checkpoint MODEL.pt) --images FOLDER --out DIR
 
-One labelId PNG per input image, named after it, at the ground truth's full resolution, so
-cityscapesscripts' evalPixelLevelSemanticLabeling accepts DIR as it is. The default stage is
-the run's last finished one. Prints the split's mIoU when it has labels.
+One labelId PNG per input image, named after it, at the image's full resolution (its ground
+truth's, for a split), so cityscapesscripts' evalPixelLevelSemanticLabeling accepts DIR as it
+is. The model sees each image at data.image_size; its logits are upsampled (bilinear) to the
+full size before the argmax. The default stage is the run's last finished one. Prints the
+split's mIoU when it has labels.
+
+--images FOLDER predicts every png/jpg/jpeg/bmp/webp file under FOLDER, sub-folders included
+(hidden files and folders, and DIR itself if it lies inside FOLDER, are skipped), in sorted
+order, into DIR/<same sub-folder>/<stem>.png; no labels, no dataset config. The model input
+size is data.image_size of the run's config, of --config, or else of the config saved in the
+model file. --color also writes Cityscapes-palette pictures into the sibling folder DIR_color,
+so DIR holds nothing but labelId files. --device defaults to cuda when there is one, else cpu.
 """
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -17,13 +26,15 @@ import numpy as np
 
 from udas_ray import cli, classes
 from udas_ray.checkpoints import load_model
-from udas_ray.config import load_config
+from udas_ray.config import load_config, parse_override, validate
 from udas_ray.data import images
 from udas_ray.data.splits import read_target
 from udas_ray.driver import CONFIG_FILE, MANIFEST_FILE, plan
 from udas_ray.errors import UdasError
-from udas_ray.inference import batched, predict_probs
+from udas_ray.inference import batched, predict_labels
 from udas_ray.metrics import Evaluator, export_cityscapes
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 
 def model_of_run(run_dir: Path, stage: str | None) -> tuple[Path, str]:
@@ -43,46 +54,124 @@ def model_of_run(run_dir: Path, stage: str | None) -> tuple[Path, str]:
     return Path(trained[stage]["model"]), stage
 
 
+def image_files(folder: Path, skip: tuple[Path, ...] = ()) -> list[tuple[Path, Path]]:
+    """(image, output name relative to OUT) for every image file under ``folder``, sorted; two
+    images that would write the same output (a.png and a.jpg) are refused."""
+    if not folder.is_dir():
+        raise UdasError(f"{folder}: --images folder not found")
+    found = {}
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder)
+        if (not path.is_file() or path.suffix.lower() not in IMAGE_SUFFIXES
+                or any(part.startswith(".") for part in rel.parts)
+                or any(path.resolve().is_relative_to(s) for s in skip)):
+            continue
+        name = rel.with_suffix(".png")
+        if name in found:
+            raise UdasError(f"{found[name]} and {path} would both be written as {name}; rename one of them")
+        found[name] = path
+    if not found:
+        raise UdasError(f"{folder}: no image files ({', '.join(s[1:] for s in IMAGE_SUFFIXES)}) in it or its sub-folders")
+    for path in found.values():
+        images.probe(path)  # an unreadable file fails here, before anything is written
+    return [(path, name) for name, path in found.items()]
+
+
+def pick_device(name: str | None):
+    import torch
+
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise UdasError(f"--device {name}: not a torch device; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UdasError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise UdasError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+def checkpoint_config(args, blob: dict):
+    """The config saved in a model file (the one it was trained with) + the overrides."""
+    try:
+        cfg = validate(blob.get("config") or {}, f"{args.checkpoint} (its saved config)")
+        cfg = cfg.override(dict(parse_override(text) for text in args.overrides))
+    except UdasError as exc:
+        raise UdasError(f"{exc}; pass --config FILE") from None
+    return cli.settle(cfg, args)
+
+
 @cli.entry_point
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = cli.parser(__doc__.splitlines()[0], default_config=None)
     p.add_argument("--run", type=Path, help="a run.dir written by jobs/self_train.py")
     p.add_argument("--stage", help="stage whose model to use (default: the last finished one)")
-    p.add_argument("--checkpoint", type=Path, help="a model.pt (with --config)")
-    p.add_argument("--config", type=Path, help="the config the checkpoint's data comes from")
+    p.add_argument("--checkpoint", type=Path, help="a model.pt (with --config, or with --images)")
     p.add_argument("--split", default="val", choices=("train", "val", "test"))
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--color", action="store_true", help="also write colour pictures under OUT/color")
+    p.add_argument("--images", type=Path, help="predict every image file under this folder instead of a split")
+    p.add_argument("--out", type=Path, help="folder for the labelId PNGs")
+    p.add_argument("--color", action="store_true", help="also write colour pictures into the sibling folder OUT_color")
+    p.add_argument("--device", help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda if available, else cpu)")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("overrides", nargs="*", metavar="key=value")
     args = p.parse_args(argv)
+    if bool(args.run) == bool(args.checkpoint):
+        raise UdasError("give --run RUN_DIR, or --checkpoint MODEL.pt (with --config FILE, or with --images DIR)")
     if args.run:
-        cfg = load_config(args.run / CONFIG_FILE, args.overrides)
+        if args.config:
+            raise UdasError("--config goes with --checkpoint; --run uses RUN_DIR/" + CONFIG_FILE)
+        cfg = cli.config_from(args, args.run / CONFIG_FILE)
         model_path, stage = model_of_run(args.run, args.stage)
-    elif args.checkpoint and args.config:
-        cfg = load_config(args.config, args.overrides)
-        model_path, stage = args.checkpoint, args.checkpoint.parent.name
+        model, _ = load_model(model_path)
+    elif args.config:
+        cfg = cli.config_from(args)
+        model, blob = load_model(args.checkpoint)
+        stage = blob.get("stage") or args.checkpoint.parent.name
+    elif args.images:
+        model, blob = load_model(args.checkpoint)
+        cfg = checkpoint_config(args, blob)
+        stage = blob.get("stage") or args.checkpoint.parent.name
     else:
-        raise UdasError("give --run RUN_DIR, or --checkpoint MODEL.pt with --config FILE")
-    split = read_target(cfg, args.split)
-    model, _ = load_model(model_path)
+        raise UdasError("--checkpoint needs --config FILE (the data it predicts), unless you give --images DIR")
+    if args.out is None:
+        raise UdasError("give --out DIR, the folder for the predictions")
+    out = args.out.resolve()
+    color_dir = out.with_name(out.name + "_color")
+    device = pick_device(args.device)
+    try:
+        model.to(device)
+    except (RuntimeError, AssertionError) as exc:
+        raise UdasError(f"--device {args.device}: cannot use it ({str(exc).splitlines()[0]})") from None
+
+    evaluator, label_kind = None, None
+    if args.images:
+        todo = [(path, name, None) for path, name in image_files(args.images, skip=(out, color_dir))]
+        what = str(args.images)
+    else:
+        split = read_target(cfg, args.split)
+        todo = [(s.image, s.name, s.label) for s in split.samples]
+        what = f"{split.root} {args.split}"
+        label_kind = split.label_kind
+        evaluator = Evaluator(protocol=cfg.data.protocol) if split.has_labels else None
+
     size = tuple(cfg.data.image_size)
-    evaluator = Evaluator(protocol=cfg.data.protocol) if split.has_labels else None
-    args.out.mkdir(parents=True, exist_ok=True)
-    for chunk in batched(split.samples, args.batch_size):
-        originals = [images.read_image(s.image) for s in chunk]
+    out.mkdir(parents=True, exist_ok=True)
+    for chunk in batched(todo, args.batch_size):
+        originals = [images.read_image(path) for path, _, _ in chunk]
+        truths = [images.read_label(label, label_kind) if label else None for _, _, label in chunk]
+        full_sizes = [t.shape if t is not None else im.shape[:2] for im, t in zip(originals, truths)]
         batch = np.stack([images.resize_image(im, size) for im in originals])
-        preds = predict_probs(model, batch).argmax(1).numpy().astype(np.uint8)
-        for sample, original, pred in zip(chunk, originals, preds):
-            full = original.shape[:2]
-            if sample.label:
-                truth = images.read_label(sample.label, split.label_kind)
-                full = truth.shape
-                evaluator.update(images.resize_label(pred, full), truth)
-            export_cityscapes(pred, sample.name, full, args.out)
+        preds = predict_labels(model, batch, full_sizes, device=device)
+        for (_, name, _), truth, pred in zip(chunk, truths, preds):
+            if evaluator is not None and truth is not None:
+                evaluator.update(pred, truth)
+            export_cityscapes(pred, str(name), pred.shape, out)
             if args.color:
-                images.write_png(args.out / "color" / sample.name, classes.colorize(images.resize_label(pred, full)))
-    print(f"{stage}: wrote {len(split)} predictions of {split.root} {args.split} to {args.out}")
+                images.write_png(color_dir / name, classes.colorize(pred))
+    print(f"{stage}: wrote {len(todo)} predictions of {what} to {out} (on {device})")
+    if args.color:
+        print(f"colour pictures in {color_dir}")
     if evaluator:
         r = evaluator.result()
         print(f"mIoU {r['miou']:.2f}  pixel accuracy {r['pixel_accuracy']:.2f} (at full resolution)")

@@ -91,7 +91,8 @@ def test_predict_writes_cityscapes_results(ray_session, tiny_cfg, tmp_path):
     truth = Image.open(next(Path(tiny_cfg.data.target.root).glob(f"gtFine/val/*/{files[0].name.split('_leftImg8bit')[0]}_gtFine_labelIds.png")))
     assert pred.shape == (truth.height, truth.width)  # full resolution
     assert set(np.unique(pred)) <= {7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33}
-    assert len(list((out / "color").glob("*.png"))) == 4
+    assert sorted(p for p in out.rglob("*") if p.is_file()) == files  # OUT holds the labelId files only
+    assert len(list(out.with_name("results_color").glob("*.png"))) == 4  # --color: a sibling folder
 
     bad = run_job("jobs/predict.py", "--run", tiny_cfg.run.dir, "--stage", "oracle", "--out", str(out), timeout=60)
     assert bad.returncode == 2 and "stage 'oracle' has not finished" in bad.stderr
