@@ -223,6 +223,13 @@ class SelfTraining(Section):
     ema_decay: float = Field(0.99, ge=0, lt=1)
     ema_threshold: float = Field(0.968, ge=0, le=1)  # confidence that counts toward the mix weight
 
+    @model_validator(mode="after")
+    def _shares_fit(self):
+        if self.labeled_share + self.source_share > 1:
+            raise ValueError(f"labeled_share + source_share = {self.labeled_share + self.source_share:g}; "
+                             "the two shares must add up to at most 1")
+        return self
+
 
 # -------------------------------------------------------------------------------- scaling
 class Scaling(Section):

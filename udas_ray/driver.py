@@ -94,7 +94,7 @@ def check_run_dir(cfg: Config) -> None:
 
 def reset_run_dir(run_dir: Path) -> None:
     """run.fresh: forget the stages of an earlier run (its MLflow history stays)."""
-    for name in ("stages", "pseudo", "ray", MANIFEST_FILE, CONFIG_FILE, summary_mod.SUMMARY_FILE):
+    for name in ("stages", "pseudo", "ray", MANIFEST_FILE, CONFIG_FILE, *summary_mod.FILES):
         path = run_dir / name
         if path.is_dir():
             shutil.rmtree(path)
@@ -172,7 +172,8 @@ class Pipeline:
         summary_mod.write(self.run_dir, result)
         if result.get("gap_closed") is not None:
             logger.metrics({"gap_closed": result["gap_closed"]}, step=0)
-        logger.artifact(self.run_dir / summary_mod.SUMMARY_FILE)
+        for name in summary_mod.FILES:
+            logger.artifact(self.run_dir / name)
         logger.finish()
         return result
 
