@@ -4,10 +4,17 @@ Runs are addressed by id through ``MlflowClient`` rather than MLflow's process-g
 run", because a job's runs are written from several processes: the driver owns the parent run,
 each stage's rank-0 worker writes into the stage's nested run, and a resumed job continues the
 same runs instead of opening new ones.
+
+Tracking never stops training: every :class:`RunLogger` call that fails (server gone, SQLite
+locked, artifact store full) is dropped with one warning; the next call tries again, and a
+success re-arms the warning. MLflow's HTTP client retries a dead server for ~4 minutes per call
+by default; here it gives up after a few seconds (the two ``MLFLOW_HTTP_REQUEST_*`` defaults
+below, which the environment can still set).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -18,6 +25,8 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")  # ~5 s to give up on a dead server
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
 
 
 def _client(uri: str):
@@ -68,14 +77,48 @@ def run_exists(uri: str, run_id: str | None) -> bool:
         return False
 
 
+def _tolerant(method):
+    """Run ``method`` as one tracking call: an exception is logged (once until a call succeeds
+    again) and swallowed, and the call returns None."""
+
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        try:
+            result = method(self, *args, **kwargs)
+        except Exception as exc:
+            if not self.failing:
+                first_line = (str(exc).strip().splitlines() or [""])[0][:300]
+                log.warning("MLflow at %s failed (%s: %s: %s); training goes on, and tracking "
+                            "resumes when the store answers again", self.uri, method.__name__,
+                            type(exc).__name__, first_line)
+            self.failing = True
+            return None
+        self.failing = False
+        return result
+
+    return call
+
+
 class RunLogger:
-    """Writes params, metrics and artifacts into one existing run."""
+    """Writes params, metrics and artifacts into one existing run; never raises (see the module)."""
 
     def __init__(self, uri: str, run_id: str):
         self.uri, self.run_id = uri, run_id
-        self.client = _client(uri)
-        self.client.update_run(run_id, status="RUNNING")
+        self.failing = False
+        self._client = None
+        self.start()
 
+    @property
+    def client(self):
+        if self._client is None:  # built on first use, so a store down at start-up is retried too
+            self._client = _client(self.uri)
+        return self._client
+
+    @_tolerant
+    def start(self) -> None:
+        self.client.update_run(self.run_id, status="RUNNING")
+
+    @_tolerant
     def params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
@@ -84,6 +127,7 @@ class RunLogger:
         for start in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[start : start + 100])
 
+    @_tolerant
     def metrics(self, metrics: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric
         import time
@@ -97,27 +141,32 @@ class RunLogger:
         for start in range(0, len(items), 500):
             self.client.log_batch(self.run_id, metrics=items[start : start + 500])
 
+    @_tolerant
     def tags(self, tags: dict[str, str]) -> None:
         for k, v in tags.items():
             self.client.set_tag(self.run_id, k, str(v))
 
+    @_tolerant
     def artifact(self, path: str | Path, subdir: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), subdir)
 
+    @_tolerant
     def text(self, text: str, name: str) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / name
             path.write_text(text)
-            self.artifact(path)
+            self.client.log_artifact(self.run_id, str(path))
 
+    @_tolerant
     def image(self, array, name: str) -> None:
         from PIL import Image
 
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / name
             Image.fromarray(array).save(path)
-            self.artifact(path)
+            self.client.log_artifact(self.run_id, str(path))
 
+    @_tolerant
     def finish(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status=status)
 
@@ -134,8 +183,4 @@ class NullLogger:
 def logger_for(uri: str | None, run_id: str | None, rank: int = 0):
     if rank != 0 or not uri or not run_id:
         return NullLogger()
-    try:
-        return RunLogger(uri, run_id)
-    except Exception as exc:  # tracking must never kill training
-        log.warning("MLflow unavailable at %s (%s); continuing without tracking", uri, exc)
-        return NullLogger()
+    return RunLogger(uri, run_id)  # never raises: a store down now is warned about and retried

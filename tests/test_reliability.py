@@ -1,0 +1,79 @@
+"""What must not stop or outlive a job: a failing MLflow store, its own Ray, bad input found late."""
+
+import dataclasses
+import logging
+
+import mlflow
+import pytest
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from udas_ray import tracking
+from udas_ray.data.splits import load_splits
+from udas_ray.stages import kinds, segment
+
+CLIENT_CALLS = ("log_batch", "log_metric", "log_param", "set_tag", "log_artifact", "get_run", "update_run",
+                "set_terminated")
+
+
+def break_store_after_first_metrics(monkeypatch):
+    """Every MlflowClient call raises once a log_batch carrying metrics has gone through."""
+    state = {"broken": False, "refused": 0}
+
+    def wrap(name):
+        original = getattr(MlflowClient, name)
+
+        def call(self, *args, **kwargs):
+            if state["broken"]:
+                state["refused"] += 1
+                raise MlflowException(f"database is locked ({name})")
+            result = original(self, *args, **kwargs)
+            if name == "log_batch" and kwargs.get("metrics"):
+                state["broken"] = True
+            return result
+
+        monkeypatch.setattr(MlflowClient, name, call)
+
+    for name in CLIENT_CALLS:
+        wrap(name)
+    return state
+
+
+def test_a_store_that_breaks_mid_stage_costs_one_warning_not_the_stage(tiny_cfg, tmp_path, monkeypatch, caplog):
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    run_id = tracking.create_run(uri, tiny_cfg.mlflow.experiment, "source_only")
+    spec = kinds.build_spec(tiny_cfg, load_splits(tiny_cfg), "source_only", "source_only", tmp_path / "source_only")
+    spec = dataclasses.replace(spec, tracking_uri=uri, mlflow_run_id=run_id)
+    state = break_store_after_first_metrics(monkeypatch)
+    with caplog.at_level(logging.WARNING):
+        final = segment.run_plain(tiny_cfg, spec, checkpoint_dir=tmp_path / "ckpt")
+    assert 0 <= final["val_miou"] <= 100
+    assert (tmp_path / "source_only" / "metrics.json").is_file() and (tmp_path / "source_only" / "model.pt").is_file()
+    assert state["broken"] and state["refused"] >= 3  # later calls kept trying
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING and "mlflow" in r.getMessage().lower()]
+    assert len(warnings) == 1 and uri in warnings[0].getMessage() and "database is locked" in warnings[0].getMessage()
+    monkeypatch.undo()
+    logged = MlflowClient(tracking_uri=uri).get_run(run_id).data.metrics
+    assert logged  # what went through before the store broke is there
+
+
+def test_the_warning_comes_back_only_after_a_call_went_through(tmp_path, monkeypatch, caplog):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run_id = tracking.create_run(uri, "udas-ray", "flaky")
+    logger = tracking.RunLogger(uri, run_id)
+    down = {"now": False}
+    original = MlflowClient.log_batch
+
+    def log_batch(self, *args, **kwargs):
+        if down["now"]:
+            raise MlflowException("connection refused")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, "log_batch", log_batch)
+    with caplog.at_level(logging.WARNING, logger="udas_ray.tracking"):
+        for step, is_down in enumerate([False, True, True, False, True, False]):
+            down["now"] = is_down
+            logger.metrics({"loss": float(step)}, step)
+    assert len([r for r in caplog.records if r.name == "udas_ray.tracking"]) == 2  # steps 1 and 4
+    history = MlflowClient(tracking_uri=uri).get_metric_history(run_id, "loss")
+    assert sorted(m.step for m in history) == [0, 3, 5]  # resumed each time the store came back
