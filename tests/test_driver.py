@@ -91,6 +91,17 @@ def test_a_run_dir_of_another_config_is_refused_unless_fresh(tiny_cfg, tmp_path)
     check_run_dir(tiny_cfg.override({"loss.lambda_adv": 0.5, "run.fresh": True}))
 
 
+def test_a_run_saved_with_relative_paths_resumes_with_absolute_ones(tiny_cfg, tmp_path, monkeypatch):
+    import os
+
+    monkeypatch.chdir(tmp_path)
+    relative = tiny_cfg.override({"run.dir": "run", "data.source.root": os.path.relpath(tiny_cfg.data.source.root)})
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / driver_mod.CONFIG_FILE).write_text(relative.to_yaml())
+    check_run_dir(relative.override({"run.dir": str(tmp_path / "run"),
+                                     "data.source.root": tiny_cfg.data.source.root}))
+
+
 def test_style_transfer_runs_first_feeds_the_teacher_and_is_skipped_on_resume(ray_session, tiny_cfg, monkeypatch):
     cfg = tiny_cfg.override({"style.enabled": True, "style.steps": 2, "style.image_size": [32, 64],
                              "style.sample_every": 2, "style.checkpoint_every": 2, "style.ngf": 4, "style.ndf": 4,

@@ -15,6 +15,7 @@ import copy
 import difflib
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any, Literal, Optional, Union, get_origin
 
@@ -566,3 +567,26 @@ def diff(a: Config, b: Config, ignore: tuple[str, ...] = ()) -> dict[str, tuple[
         for k in keys
         if fa.get(k) != fb.get(k) and not any(k == p or k.startswith(p + ".") for p in ignore)
     }
+
+
+PATH_KEYS = ("data.source.root", "data.target.root", "run.dir", "model.pretrained")
+SQLITE = "sqlite:///"
+
+
+def absolute_paths(cfg: Config, cwd: str | Path | None = None) -> Config:
+    """``cfg`` with relative :data:`PATH_KEYS` and a relative ``sqlite:///path`` tracking URI made
+    absolute against ``cwd`` (default: the current directory); ``~`` is expanded, absolute paths,
+    other URIs and null stay as they are."""
+    cwd = Path(cwd) if cwd is not None else Path.cwd()
+
+    def absolute(path: str) -> str:
+        path = os.path.expanduser(path)
+        return path if os.path.isabs(path) else os.path.normpath(os.path.join(cwd, path))
+
+    changes = {key: absolute(cfg.get(key)) for key in PATH_KEYS if cfg.get(key)}
+    uri = cfg.mlflow.tracking_uri or ""
+    db = uri[len(SQLITE):]
+    if uri.startswith(SQLITE) and db and db != ":memory:":
+        changes["mlflow.tracking_uri"] = SQLITE + absolute(db)
+    changes = {key: value for key, value in changes.items() if value != cfg.get(key)}
+    return cfg.override(changes) if changes else cfg

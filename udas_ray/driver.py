@@ -24,7 +24,7 @@ from pathlib import Path
 from udas_ray import atomic
 from udas_ray import summary as summary_mod
 from udas_ray import tracking
-from udas_ray.config import Config, diff, read_yaml, validate
+from udas_ray.config import Config, absolute_paths, diff, read_yaml, validate
 from udas_ray.data.splits import Splits
 from udas_ray.errors import UdasError
 from udas_ray.metrics import flat_metrics
@@ -81,7 +81,7 @@ def check_run_dir(cfg: Config) -> None:
     if not saved.is_file():
         return
     try:
-        before = validate(read_yaml(saved), str(saved))
+        before = absolute_paths(validate(read_yaml(saved), str(saved)))  # saved before paths were absolute
     except UdasError:
         before = None
     changes = diff(before, cfg, ignore=RESUMABLE_KEYS) if before is not None else {"(unreadable config)": (None, None)}
