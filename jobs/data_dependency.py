@@ -3,9 +3,12 @@
     python jobs/data_dependency.py [--config conf/default.yaml] [data_dependency.budgets=[all,500,0]] [key=value ...]
 
 Each budget is a full pipeline in RUN_DIR/budget_N (the supervised baseline on the N labeled
-images, then the teacher and the rounds with them; N=0 is pure UDA and has no SL point).
-Writes RUN_DIR/data_dependency.png (both curves) and RUN_DIR/data_dependency.json (the table),
-and logs both to MLflow. Interrupted, it resumes budget by budget like jobs/self_train.py.
+images, then the teacher and the rounds with them; N=0 is pure UDA and has no SL point, and it
+also trains the budget-free baselines, source-only and oracle). With run.seeds=[...] every budget
+runs once per seed (RUN_DIR/budget_N/seed_S) and the table shows mean ± std. Writes
+RUN_DIR/data_dependency.png (SL and UDAS curves, source-only and oracle lines, UDAS - SL per
+budget) and RUN_DIR/data_dependency.json (the table), and logs both to MLflow. Interrupted, it
+resumes budget by budget like jobs/self_train.py.
 """
 
 import sys
@@ -14,7 +17,7 @@ from pathlib import Path
 from udas_ray import budgets, cli, cluster, tracking
 from udas_ray.data.splits import load_splits, read_target
 from udas_ray.driver import driver_actor
-from udas_ray.summary import final_stage
+from udas_ray.runlock import RunLock
 
 
 @cli.entry_point
@@ -24,42 +27,50 @@ def main(argv=None):
     available = len(read_target(cfg, "train"))
     counts = budgets.resolve_budgets(cfg.data_dependency.budgets, available)  # fails before any training
     run_dir = Path(cfg.run.dir).resolve()
-    # One tracking store for all budgets, so `make ui RUN=<run.dir>` compares them.
-    configs = {n: cfg.override({"data.target.labeled": n, "run.supervised": True, "run.baselines": False,
-                                "run.dir": str(run_dir / f"budget_{n}"), "mlflow.tracking_uri": cfg.tracking_uri})
-               for n in counts}
-    splits = {n: load_splits(c) for n, c in configs.items()}
-    print(f"labeled-target budgets: {counts} of {available} target-train images")
+    seeds = cfg.run.seeds or [cfg.run.seed]
 
-    import ray
+    def budget_config(n: int, seed: int):
+        folder = run_dir / f"budget_{n}" / (f"seed_{seed}" if cfg.run.seeds else "")
+        # One tracking store for all budgets, so `make ui RUN=<run.dir>` compares them.
+        return cfg.override({"data.target.labeled": n, "run.seed": seed, "run.seeds": None,
+                             "run.supervised": n > 0, "run.baselines": n == 0,
+                             "run.dir": str(folder), "mlflow.tracking_uri": cfg.tracking_uri})
 
-    cluster.connect(cfg)
-    Driver = driver_actor()
-    table = []
-    for n in counts:
-        result = ray.get(Driver.remote(configs[n].to_dict(), splits[n]).run.remote())
-        rows = {r["name"]: r for r in result["stages"]}
-        final = final_stage(result["stages"])
-        table.append({"labeled": n, "supervised": rows.get("supervised", {}).get("miou"),
-                      "udas": rows[final]["miou"], "udas_stage": final, "run_dir": result["run_dir"]})
-    png = budgets.plot(table, run_dir / "data_dependency.png",
+    configs = {(n, seed): budget_config(n, seed) for n in counts for seed in seeds}
+    splits = {key: load_splits(c) for key, c in configs.items()}
+    print(f"labeled-target budgets: {counts} of {available} target-train images, seeds {seeds}")
+
+    with RunLock(run_dir):  # a second job on this run.dir fails here, before any Ray work
+        results = run_budgets(cfg, configs, splits)
+    table, baselines = budgets.table_rows(results)
+    png = budgets.plot(table, baselines, run_dir / "data_dependency.png",
                        f"{cfg.data.source.format} -> {cfg.data.target.format}: mIoU vs labeled target")
-    js = budgets.write_table(table, run_dir / "data_dependency.json")
+    js = budgets.write_table(table, baselines, run_dir / "data_dependency.json")
     uri = cfg.tracking_uri
     try:
         run_id = tracking.create_run(uri, cfg.mlflow.experiment, f"data dependency {run_dir.name}")
         logger = tracking.RunLogger(uri, run_id)
         for row in table:
-            logger.metrics({"udas_miou": row["udas"], "sl_miou": row["supervised"]}, step=row["labeled"])
+            values = {"udas_miou": row["udas"], "sl_miou": row["supervised"], "udas_minus_sl": row["delta"]}
+            logger.metrics({k: v for k, v in values.items() if v is not None}, step=row["labeled"])
         logger.artifact(png)
         logger.artifact(js)
         logger.finish()
     except Exception as exc:  # the table and plot are on disk either way
         print(f"MLflow logging failed ({exc}); results are in {run_dir}")
     print()
-    print(budgets.format_table(table))
+    print(budgets.format_table(table, baselines))
     print(f"\nwrote {png} and {js}")
     return 0
+
+
+def run_budgets(cfg, configs: dict, splits: dict) -> dict:
+    """One pipeline per (budget, seed), one after the other; their summaries."""
+    import ray
+
+    cluster.connect(cfg)
+    Driver = driver_actor()
+    return {key: ray.get(Driver.remote(configs[key].to_dict(), splits[key]).run.remote()) for key in configs}
 
 
 if __name__ == "__main__":
