@@ -1,16 +1,26 @@
 """What must not stop or outlive a job: a failing MLflow store, its own Ray, bad input found late."""
 
 import dataclasses
+import json
 import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import mlflow
 import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+import psutil
 
 from udas_ray import tracking
 from udas_ray.data.splits import load_splits
 from udas_ray.stages import kinds, segment
+
+REPO = Path(__file__).resolve().parent.parent
 
 CLIENT_CALLS = ("log_batch", "log_metric", "log_param", "set_tag", "log_artifact", "get_run", "update_run",
                 "set_terminated")
@@ -77,3 +87,50 @@ def test_the_warning_comes_back_only_after_a_call_went_through(tmp_path, monkeyp
     assert len([r for r in caplog.records if r.name == "udas_ray.tracking"]) == 2  # steps 1 and 4
     history = MlflowClient(tracking_uri=uri).get_metric_history(run_id, "loss")
     assert sorted(m.step for m in history) == [0, 3, 5]  # resumed each time the store came back
+
+
+JOB = """
+import json, sys, time
+from udas_ray import cluster
+from udas_ray.config import Config
+
+started = cluster.connect(Config.model_validate(json.loads(sys.argv[1])))
+import ray
+print("ready", started, ray.get_runtime_context().gcs_address, flush=True)
+if sys.argv[2] == "raise":
+    raise RuntimeError("the job failed")
+time.sleep(120)
+"""
+
+
+def alive(proc: psutil.Process) -> bool:
+    try:  # an orphan nobody reaps stays a zombie: dead all the same
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.mark.parametrize("end", ["raise", "SIGINT", "SIGTERM", "SIGHUP"])
+def test_a_job_starts_its_own_ray_and_takes_it_down_when_it_ends(ray_session, tiny_cfg, end):
+    """With another Ray on the machine (the suite's), a job starts its own; however the job
+    ends, no process it started outlives it."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    job = subprocess.Popen([sys.executable, "-c", JOB, json.dumps(tiny_cfg.to_dict()), end], cwd=REPO, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        ready = job.stdout.readline().split()
+        assert ready[0] == "ready" and ready[2] != ray_session.get_runtime_context().gcs_address, ready
+        started = psutil.Process(job.pid).children(recursive=True)
+        assert {"gcs_server", "raylet"} <= {p.name() for p in started}  # its own Ray, not a joined one
+        assert ready[1] == "True"  # and connect() says so
+        if end != "raise":
+            job.send_signal(getattr(signal, end))
+        assert job.wait(timeout=60) != 0
+        deadline = time.monotonic() + 15
+        while any(alive(p) for p in started) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert [p.name() for p in started if alive(p)] == []
+    finally:
+        if job.poll() is None:
+            job.kill()
+            job.wait()

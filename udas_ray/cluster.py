@@ -1,10 +1,19 @@
-"""Joining a Ray cluster: the one submitted to (``ray job submit``), a running local one, or a
-new local one sized by ``scaling.ray_num_cpus``."""
+"""The job's Ray: the cluster ``RAY_ADDRESS`` names (``ray job submit`` sets it), else a new
+local one of the job's own, sized by ``scaling.ray_num_cpus``.
+
+A job never joins a Ray it merely finds on the machine: that one belongs to another job (or a
+test session), whose end would take our stages down with it. The Ray a job starts ends with it:
+at exit, on an error, on Ctrl-C, and on SIGTERM/SIGHUP (turned into a normal exit, so the
+``ray.shutdown()`` registered at exit runs; without it a hang-up left Ray's agents running).
+"""
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import signal
+import threading
 
 from udas_ray.errors import UdasError
 
@@ -71,8 +80,9 @@ def check_fits(cfg, reserved: float = 0.0, what: str = "") -> None:
                             "lower those keys (or add nodes)")
 
 
-def connect(cfg, dashboard: bool = False) -> None:
-    """Join or start Ray, then check that every stage of ``cfg`` fits in it.
+def connect(cfg, dashboard: bool = False) -> bool:
+    """Join or start Ray, then check that every stage of ``cfg`` fits in it; True when this call
+    started Ray (it is then shut down when the process ends).
 
     ``dashboard``: start a local Ray with its dashboard, which serves the State API. Sweeps need
     it: when Tune stops a trial, Ray Train's placement-group cleaner asks the State API whether
@@ -81,35 +91,40 @@ def connect(cfg, dashboard: bool = False) -> None:
     """
     import ray
 
+    started = False
     if not ray.is_initialized():
-        _init(cfg, dashboard)
+        started = _init(cfg, dashboard)
+        if started:
+            _shut_down_at_exit()
     quiet_ray_data()
     check_fits(cfg)
+    return started
 
 
-def _init(cfg, dashboard: bool) -> None:
+def _init(cfg, dashboard: bool) -> bool:
     import ray
 
     env = {"env_vars": {"PYTHONUNBUFFERED": "1"}, "worker_process_setup_hook": "udas_ray.cluster.setup_worker"}
     address = os.environ.get("RAY_ADDRESS")
-    if address == "local":  # asked for a Ray of its own, whatever runs on this machine
-        os.environ.pop("RAY_ADDRESS")
-        _start_local(cfg, env, dashboard)
-        return
-    if address:
+    if address and address != "local":  # "local": a Ray of its own, as without RAY_ADDRESS
         ray.init(runtime_env=env, log_to_driver=True)
-        log.info("joined the Ray cluster at %s", os.environ["RAY_ADDRESS"])
-        return
-    try:
-        ray.init(address="auto", runtime_env=env)
-        log.info("joined the running Ray cluster")
-    except ConnectionError:
-        _start_local(cfg, env, dashboard)
-
-
-def _start_local(cfg, env, dashboard: bool) -> None:
-    import ray
-
+        log.info("joined the Ray cluster at %s", address)
+        return False
+    os.environ.pop("RAY_ADDRESS", None)
     num_cpus = cfg.scaling.ray_num_cpus or os.cpu_count()
     ray.init(address="local", num_cpus=num_cpus, include_dashboard=dashboard, runtime_env=env)
     log.info("started a local Ray with %d CPUs", num_cpus)
+    return True
+
+
+def _shut_down_at_exit() -> None:
+    import ray
+
+    atexit.register(ray.shutdown)  # Ray registers one too; ours does not depend on that
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, _exit_on_signal)
+
+
+def _exit_on_signal(signum, frame):
+    raise SystemExit(128 + signum)  # unwinds like Ctrl-C: finally blocks, then the exit hooks
