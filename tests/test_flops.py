@@ -4,7 +4,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from udas_ray.flops import count_step_flops, gflops_per_s, mfu
+from udas_ray import flops
+from udas_ray.flops import count_step_flops, gflops_per_s, measure_peak, mfu, time_calls
 
 torch.set_num_threads(2)
 
@@ -41,3 +42,62 @@ def test_rates():
     assert mfu(2e9, 3.0, 60.0) == pytest.approx(0.1)
     with pytest.raises(ValueError):
         mfu(1e9, 1.0, 0.0)
+
+
+def test_time_calls_takes_workloads_in_turn_and_keeps_to_its_budget():
+    order = []
+    times = time_calls({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, repeats=3, warmup=1)
+    assert order == ["a", "b"] * 4 and [len(t) for t in times.values()] == [3, 3]
+    slow = time_calls({"sleep": lambda: __import__("time").sleep(0.02)}, repeats=1000, warmup=0, budget_s=0.05)
+    assert 1 <= len(slow["sleep"]) <= 4
+
+
+def test_measure_peak_is_cached_and_leaves_the_thread_count(monkeypatch):
+    monkeypatch.setattr(flops, "_PEAKS", {})
+    before = torch.get_num_threads()
+    peak = measure_peak(1, seconds=0.05, size=128)
+    assert peak > 0 and torch.get_num_threads() == before
+    monkeypatch.setattr(flops, "time_calls", lambda *a, **k: pytest.fail("measured twice"))
+    assert measure_peak(1, seconds=0.05, size=128) == peak
+
+
+def _bench_common():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "bench" / "common.py"
+    spec = importlib.util.spec_from_file_location("bench_common", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_benchmark_above_the_peak_fails_naming_both_numbers(capsys):
+    common = _bench_common()
+    peak = {"gflops_per_s": 100.0, "from": "peak.json"}
+    common.check_peak({"plain loop": 99.0}, peak, {})  # under the peak: nothing happens
+    with pytest.raises(SystemExit) as exit_info:
+        common.check_peak({"plain loop": 99.0, "Ray Train": 250.5}, peak, {"figure": 1})
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert "Ray Train: 250.5 GFLOP/s exceeds the machine's measured peak of 100.0 GFLOP/s" in err
+    assert "plain loop" not in err
+
+
+def test_machine_peak_from_file_or_measured(tmp_path, monkeypatch):
+    import json
+
+    common = _bench_common()
+    saved = tmp_path / "peak.json"
+    saved.write_text(json.dumps({"threads": 2, "peak_gflops_per_s": 300.0, "peak_from": "matmul", "date": "d"}))
+    assert common.machine_peak(2, saved)["gflops_per_s"] == 300.0
+    monkeypatch.setattr(flops, "measure_peak", lambda threads, seconds, size: 40.0 * threads)
+    assert common.machine_peak(4, saved)["gflops_per_s"] == 160.0  # the file's 2 threads are fewer
+    assert common.machine_peak(1, tmp_path / "missing.json")["gflops_per_s"] == 40.0
+
+
+def test_benchmark_metadata():
+    meta = _bench_common().metadata(plain_loop=2)
+    assert {"date", "cpu", "torch", "ray", "torch_threads"} <= set(meta)
+    assert meta["cpu"]["model"] and isinstance(meta["cpu"]["flags"], list)
+    assert meta["torch_threads"]["plain_loop"] == 2

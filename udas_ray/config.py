@@ -133,6 +133,9 @@ class Train(Section):
     eval_every: int = Field(100, ge=1)  # steps between target-val evaluations
     checkpoint_every: int = Field(100, ge=1)  # steps between checkpoints
     log_every: int = Field(25, ge=1)  # steps between progress lines / step metrics
+    # GFLOP/s that MFU is reported against (bench/peak.py's peak_gflops_per_s); null = a short
+    # matmul measured once per training process at its torch thread count
+    peak_gflops: Optional[float] = Field(None, gt=0)
     # AdaBN: the teacher's (and ema's) final BatchNorm statistics are re-estimated on the
     # unlabeled target-train images before it is evaluated and labels anything. auto: only
     # when no target image is labeled (with labels the teacher already trains on target pixels).

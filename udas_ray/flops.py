@@ -5,16 +5,27 @@ convolutions (forward and, when autograd runs inside the counted call, backward)
 multiply-add = 2 FLOPs. BatchNorm, activations, pooling, interpolation, losses and the
 optimizer update are not counted, so the figure is the dense-math work of a step, a
 lower bound of all arithmetic. Model FLOP utilisation (MFU) is the achieved rate of that
-work over a peak measured on the same machine (bench/peak.py), not a datasheet number.
+work over a peak measured on the same machine (:func:`measure_peak`, bench/peak.py), not a
+datasheet number.
+
+The peak is a float32 matmul at a given torch thread count, the best of the repeats: the
+machine is shared, and the least disturbed repeat is the closest to what it can do. On a busy
+machine it still comes out low (down to a few % of bench/peak.py's figure when the two cores
+run many jobs), so an MFU against it errs high; bench/peak.py's longer measurement on a quiet
+machine, given as ``train.peak_gflops``, is the better denominator.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Callable
 
+import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["count_step_flops", "gflops_per_s", "mfu"]
+__all__ = ["count_step_flops", "gflops_per_s", "mfu", "time_calls", "warm_up_counter", "measure_peak"]
+
+_PEAKS: dict[tuple[int, int], float] = {}  # (threads, matmul side) -> GFLOP/s, measured in this process
 
 
 def count_step_flops(step_fn: Callable[[], object]) -> int:
@@ -37,3 +48,57 @@ def mfu(flops_per_step: float, steps_per_s: float, peak_gflops_per_s: float) -> 
     if peak_gflops_per_s <= 0:
         raise ValueError(f"peak_gflops_per_s must be positive, got {peak_gflops_per_s}")
     return gflops_per_s(flops_per_step, steps_per_s) / peak_gflops_per_s
+
+
+def time_calls(works: dict[str, Callable[[], object]], repeats: int, warmup: int = 1,
+               budget_s: float | None = None) -> dict[str, list[float]]:
+    """Seconds of each call of each workload, the workloads taken in turn within a round (so a
+    busy neighbour slows them alike), after ``warmup`` untimed rounds. Stops after ``repeats``
+    rounds, or earlier once ``budget_s`` seconds of rounds have passed (at least one round)."""
+    with torch.no_grad():
+        for _ in range(warmup):
+            for fn in works.values():
+                fn()
+        times = {name: [] for name in works}
+        start = time.perf_counter()
+        for _ in range(repeats):
+            for name, fn in works.items():
+                t0 = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t0)
+            if budget_s is not None and time.perf_counter() - start >= budget_s:
+                break
+    return times
+
+
+def warm_up_counter() -> None:
+    """The counter's first use in a process imports torch._dynamo and friends (~1 s, 3 s on a
+    busy machine): pay it here, outside any timing. An empty call is not enough; an op is."""
+    count_step_flops(lambda: torch.ones(2, 2) @ torch.ones(2, 2))
+
+
+def measure_peak(threads: int | None = None, seconds: float = 1.0, size: int = 1024) -> float:
+    """Float32 matmul GFLOP/s (``size`` x ``size``, best repeat) at ``threads`` torch threads
+    (default: the current count), measured once per process and thread count, then served from
+    a cache; the thread count is restored afterwards. The counted first call is the warm-up;
+    with it, the measurement takes about ``seconds`` (plus one call, and the counter's one-time
+    imports if they are still to come)."""
+    threads = threads or torch.get_num_threads()
+    key = (threads, size)
+    if key not in _PEAKS:
+        before = torch.get_num_threads()
+        try:
+            if threads != before:
+                torch.set_num_threads(threads)
+            warm_up_counter()
+            start = time.perf_counter()
+            a, b = torch.randn(size, size), torch.randn(size, size)
+            with torch.no_grad():
+                flops = count_step_flops(lambda: torch.mm(a, b))
+            budget = max(0.0, seconds - (time.perf_counter() - start))
+            times = time_calls({"mm": lambda: torch.mm(a, b)}, repeats=10_000, warmup=0, budget_s=budget)["mm"]
+            _PEAKS[key] = flops / min(times) / 1e9
+        finally:
+            if torch.get_num_threads() != before:
+                torch.set_num_threads(before)
+    return _PEAKS[key]

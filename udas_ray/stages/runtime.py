@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import tempfile
 import time
@@ -18,6 +19,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from udas_ray import flops
 from udas_ray.checkpoints import atomic_save, load_torch_file
 
 log = logging.getLogger("udas_ray")
@@ -26,9 +28,13 @@ HISTORY_FILE = "history.jsonl"
 
 
 class Progress:
-    """Running means of a loop's loss terms and its timing between two log lines."""
+    """Running means of a loop's loss terms and its timing between two log lines.
 
-    def __init__(self):
+    Once the loop knows the FLOPs of a step (``flops_per_step``), a window's summary also gives
+    its GFLOP/s, and with a peak to hold them against (``peak_gflops``) its MFU."""
+
+    def __init__(self, flops_per_step: int | None = None, peak_gflops: float | None = None):
+        self.flops_per_step, self.peak_gflops = flops_per_step, peak_gflops
         self.reset()
 
     def reset(self):
@@ -45,6 +51,10 @@ class Progress:
         out = {k: v / max(self.count, 1) for k, v in self.sums.items()}
         out.update(steps_per_s=self.count / elapsed, seconds_per_step=elapsed / max(self.count, 1),
                    data_wait_share=self.wait / elapsed)
+        if self.flops_per_step is not None:
+            out["gflops_per_s"] = flops.gflops_per_s(self.flops_per_step, out["steps_per_s"])
+            if self.peak_gflops:
+                out["mfu"] = flops.mfu(self.flops_per_step, out["steps_per_s"], self.peak_gflops)
         return out
 
 
@@ -159,8 +169,29 @@ def quiet_worker_logs() -> None:
                 handler.setLevel(logging.WARNING)
 
 
-def set_threads(cpus: float) -> None:
-    """Torch intra-op threads = the CPUs this worker was given (at least 1)."""
-    threads = max(1, int(round(cpus)))
+def threads_for(cpus: float) -> int:
+    """Torch threads for a share of ``cpus`` CPUs: rounded half up, at least 1 (1.5 -> 2, 0.5 -> 1)."""
+    return max(1, math.floor(cpus + 0.5))
+
+
+def set_threads(cpus: float) -> int:
+    """Torch intra-op threads (and ``OMP_NUM_THREADS`` for child processes) = the CPUs this
+    worker was given, rounded as :func:`threads_for`; returns the count.
+
+    Ray starts a worker with ``OMP_NUM_THREADS`` = floor(CPUs), at least 1, so torch there runs
+    1 thread on 1.5 CPUs; rounding half up gives it 2, half a CPU over its share, which with
+    conf/default.yaml's 1.5 + 0.5 split measured faster than 1 (README, Benchmarks).
+
+    Inter-op threads are set to the same count too, but torch allows that only once per process
+    and before any parallel work: where it is too late (a second stage in the same worker, a
+    process that already ran torch ops) the default stays, which is harmless here as the loop
+    runs no inter-op parallel work (no ``torch.jit.fork``)."""
+    threads = threads_for(cpus)
     torch.set_num_threads(threads)
     os.environ["OMP_NUM_THREADS"] = str(threads)
+    if torch.get_num_interop_threads() != threads:
+        try:
+            torch.set_num_interop_threads(threads)
+        except RuntimeError as err:  # parallel work already started, or set once before
+            log.debug("inter-op threads stay at %d: %s", torch.get_num_interop_threads(), err)
+    return threads
