@@ -3,7 +3,7 @@
     python bench/peak.py [--threads N] [--repeats 10] [--out bench/results/peak.json]
 
 Three measurements, taken in turn (one repeat of each per round, so a busy neighbour slows
-them alike), each after a warm-up:
+them alike; udas_ray.flops.time_calls), each after a warm-up:
   * a square float32 matmul (--size, default 2048)
   * a 3x3 convolution 64 -> 64 on an (8, 64, 96, 192) input, the segmenter's image size,
     forward only, in the default NCHW layout
@@ -11,41 +11,22 @@ them alike), each after a warm-up:
 FLOPs come from udas_ray.flops.count_step_flops, not from a formula typed here. For each
 measurement the table gives GFLOP/s at the median and at the fastest repeat; the peak is the
 largest fastest-repeat rate (the machine is shared, so the fastest repeat is the one least
-disturbed). Printed as a table and written as JSON with the CPU model, its speed-relevant
-flags, torch version, thread count and date.
+disturbed). Printed as a table and written as JSON with the benchmarks' common metadata (CPU
+model and speed-relevant flags, torch and Ray versions, threads, date; bench/common.py). It is
+the peak the other benchmarks check their GFLOP/s against (so it is not checked itself). Training processes measure a
+shorter matmul peak of their own (udas_ray.flops.measure_peak) unless train.peak_gflops is set.
 """
 
 import argparse
-import datetime
 import json
-import platform
 import statistics
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from udas_ray.flops import count_step_flops
-
-RESULTS = Path(__file__).parent / "results"
-SPEED_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
-               "avx512_fp16", "avx_vnni", "amx_tile", "amx_bf16")
-
-
-def cpu_info() -> dict:
-    """CPU model name and which of SPEED_FLAGS /proc/cpuinfo lists (its first processor)."""
-    fields = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            fields.setdefault(key.strip(), value.strip())
-    except OSError:
-        pass
-    flags = set(fields.get("flags", "").split())
-    return {"model": fields.get("model name") or platform.processor() or platform.machine(),
-            "flags": [f for f in SPEED_FLAGS if f in flags],
-            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()}
+from common import PEAK_FILE, metadata
+from udas_ray.flops import count_step_flops, time_calls
 
 
 def workloads(size: int) -> dict:
@@ -60,35 +41,20 @@ def workloads(size: int) -> dict:
     }
 
 
-def measure(works: dict, repeats: int, warmup: int) -> dict:
-    """Seconds of each repeat of each workload, the workloads taken in turn within a round."""
-    with torch.no_grad():
-        for fn in works.values():
-            for _ in range(warmup):
-                fn()
-        times = {name: [] for name in works}
-        for _ in range(repeats):
-            for name, fn in works.items():
-                start = time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - start)
-    return times
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--size", type=int, default=2048, help="matmul side")
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--out", default=str(RESULTS / "peak.json"))
+    p.add_argument("--out", default=str(PEAK_FILE))
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
     works = workloads(args.size)
     with torch.no_grad():
         flops = {name: count_step_flops(fn) for name, fn in works.items()}
-    times = measure(works, args.repeats, args.warmup)
+    times = time_calls(works, args.repeats, args.warmup)
     rows = {}
     for name, ts in times.items():
         rows[name] = {"flops": flops[name], "median_s": round(statistics.median(ts), 5), "best_s": round(min(ts), 5),
@@ -96,9 +62,7 @@ def main():
                       "gflops_per_s_best": round(flops[name] / min(ts) / 1e9, 1)}
     peak_name = max(rows, key=lambda n: rows[n]["gflops_per_s_best"])
     out = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "cpu": cpu_info(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "repeats": args.repeats, "warmup": args.warmup,
+        **metadata(), "threads": torch.get_num_threads(), "repeats": args.repeats, "warmup": args.warmup,
         "measurements": rows,
         "peak_gflops_per_s": rows[peak_name]["gflops_per_s_best"], "peak_from": peak_name,
     }
