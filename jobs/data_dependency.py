@@ -14,7 +14,7 @@ resumes budget by budget like jobs/self_train.py.
 import sys
 from pathlib import Path
 
-from udas_ray import budgets, cli, cluster, tracking
+from udas_ray import budgets, cli, cluster, preflight, tracking
 from udas_ray.data.splits import load_splits, read_target
 from udas_ray.driver import driver_actor
 from udas_ray.runlock import RunLock
@@ -38,6 +38,7 @@ def main(argv=None):
 
     configs = {(n, seed): budget_config(n, seed) for n in counts for seed in seeds}
     splits = {key: load_splits(c) for key, c in configs.items()}
+    preflight.check([(configs[key], splits[key]) for key in configs])
     print(f"labeled-target budgets: {counts} of {available} target-train images, seeds {seeds}")
 
     with RunLock(run_dir):  # a second job on this run.dir fails here, before any Ray work

@@ -11,7 +11,7 @@ the pipeline runs once per seed (in RUN_DIR/seed_N) and the table shows mean ± 
 import sys
 from pathlib import Path
 
-from udas_ray import atomic, cli, cluster, summary
+from udas_ray import atomic, cli, cluster, preflight, summary
 from udas_ray.data.splits import load_splits
 from udas_ray.driver import CONFIG_FILE, check_run_dir, driver_actor
 from udas_ray.runlock import RunLock
@@ -39,6 +39,7 @@ def main(argv=None):
     for seed, seed_cfg in configs.items():
         check_run_dir(seed_cfg)
         splits[seed] = load_splits(seed_cfg)  # the labeled subset depends on the seed
+    preflight.check([(configs[seed], splits[seed]) for seed in configs])
     for line in next(iter(splits.values())).describe():
         print(line)
     with RunLock(cfg.run.dir):  # a second job on this run.dir fails here, before any Ray work

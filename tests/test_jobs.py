@@ -168,3 +168,16 @@ def test_data_dependency_job_on_a_tiny_set(tiny_data, tmp_path):
     assert [r["name"] for r in summary["stages"]] == ["supervised", "teacher", "round_1"]
     assert (run_dir / "data_dependency.png").stat().st_size > 1000
     assert "UDAS - SL" in proc.stdout
+
+
+def test_data_dependency_checks_the_model_before_any_ray_work(tiny_data, tmp_path):
+    source, target = tiny_data
+    run_dir = tmp_path / "budgets"
+    start = time.monotonic()
+    proc = run_job("jobs/data_dependency.py", *tiny_overrides(source, target, run_dir),
+                   "data_dependency.budgets=[2,0]", "model.options={bogus: 1}", timeout=60)
+    assert time.monotonic() - start < 30
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "model.options" in lines[0] and "bogus" in lines[0]
+    assert not run_dir.exists()

@@ -134,3 +134,64 @@ def test_a_job_starts_its_own_ray_and_takes_it_down_when_it_ends(ray_session, ti
         if job.poll() is None:
             job.kill()
             job.wait()
+
+
+# ------------------------------------------------------------------ input that fails late: early now
+def job_overrides(source, target, run_dir):
+    return [f"data.source.format=gta5", f"data.source.root={source}", "data.target.format=cityscapes",
+            f"data.target.root={target}", "data.target.labeled=2", "data.image_size=[32,64]",
+            "train.steps=2", "train.batch_size=2", "train.eval_every=2", "train.checkpoint_every=2",
+            f"run.dir={run_dir}", "self_training.rounds=1", "run.baselines=false", "scaling.num_workers=0",
+            "pseudo.actors=1", "pseudo.cpus_per_actor=0.5", "scaling.data_cpus=0.25"]
+
+
+@pytest.fixture(scope="module")
+def broken_inputs(tiny_data, tmp_path_factory):
+    """The tiny data with a hole each: no source labels, no target-train labels; a weights file
+    that is not one."""
+    import shutil
+
+    source, target = tiny_data
+    root = tmp_path_factory.mktemp("broken")
+    shutil.copytree(source, root / "gta5")
+    shutil.rmtree(root / "gta5" / "labels")
+    shutil.copytree(target, root / "cityscapes")
+    shutil.rmtree(root / "cityscapes" / "gtFine" / "train")
+    (root / "weights.pth").write_bytes(b"half a download")
+    return {"source": root / "gta5", "target": root / "cityscapes", "weights": root / "weights.pth"}
+
+
+CASES = {  # overrides (formatted with the broken inputs), what the one line names
+    "oracle without target-train labels": (["data.target.root={target}", "data.target.labeled=0", "run.baselines=true"],
+                                           ["run.baselines", "{target}/gtFine/train"]),
+    "a GPU on a machine without one": (["scaling.use_gpu=true"], ["scaling.use_gpu"]),
+    "a source without labels": (["data.source.root={source}"], ["{source}/labels"]),
+    "pretrained weights that are not there": (["model.pretrained=/nonexistent/resnet.pth"],
+                                              ["model.pretrained", "/nonexistent/resnet.pth"]),
+    "pretrained weights that do not load": (["model.pretrained={weights}"], ["model.pretrained", "{weights}"]),
+    "model options the model does not take": (["model.options={{bogus: 1}}"], ["model.options", "bogus"]),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_input_that_would_fail_late_fails_in_seconds(tiny_data, broken_inputs, tmp_path, case):
+    if case == "a GPU on a machine without one":
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("this machine has a GPU")
+    overrides, named = CASES[case]
+    source, target = tiny_data
+    run_dir = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "jobs/self_train.py", *job_overrides(source, target, run_dir),
+                           *(o.format(**broken_inputs) for o in overrides)],
+                          cwd=REPO, capture_output=True, text=True, timeout=180, env=env)
+    elapsed = time.monotonic() - start
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-2000:]
+    assert all(n.format(**broken_inputs) in lines[0] for n in named), lines[0]
+    assert elapsed < 30
+    assert not run_dir.exists()

@@ -68,16 +68,21 @@ def cpu_demand(cfg) -> dict[str, float]:
 
 
 def check_fits(cfg, reserved: float = 0.0, what: str = "") -> None:
-    """Fail at once, naming the keys, when a stage asks for more CPUs than the cluster has:
-    Ray would otherwise wait for them forever."""
+    """Fail at once, naming the keys, when a stage asks for more CPUs (or GPUs) than the cluster
+    has: Ray would otherwise wait for them forever."""
     import ray
 
-    total = ray.cluster_resources().get("CPU", 0.0)
+    resources = ray.cluster_resources()
+    total = resources.get("CPU", 0.0)
     for stage, cpus in cpu_demand(cfg).items():
         if cpus + reserved > total + 1e-9:
             extra = f" plus {reserved:g} for {what}" if reserved else ""
             raise UdasError(f"{stage} needs {cpus:g} CPUs{extra}, but the Ray cluster has {total:g}; "
                             "lower those keys (or add nodes)")
+    gpus, workers = resources.get("GPU", 0.0), max(cfg.scaling.num_workers, 1)
+    if cfg.scaling.use_gpu and gpus < workers:
+        raise UdasError(f"scaling.use_gpu=true needs a GPU for each of {workers} training worker(s), but the Ray "
+                        f"cluster has {gpus:g}; set scaling.use_gpu=false or lower scaling.num_workers (or add nodes)")
 
 
 def connect(cfg, dashboard: bool = False) -> bool:
