@@ -4,7 +4,7 @@
 
 Each budget is a full pipeline in RUN_DIR/budget_N (the supervised baseline on the N labeled
 images, then the teacher and the rounds with them; N=0 is pure UDA and has no SL point, and it
-also trains the budget-free baselines, source-only and oracle). With run.seeds=[...] every budget
+also trains the budget-free baselines, source-only and oracle, when target-train has labels). With run.seeds=[...] every budget
 runs once per seed (RUN_DIR/budget_N/seed_S) and the table shows mean ± std. Writes
 RUN_DIR/data_dependency.png (SL and UDAS curves, source-only and oracle lines, UDAS - SL per
 budget) and RUN_DIR/data_dependency.json (the table), and logs both to MLflow. Interrupted, it
@@ -24,7 +24,8 @@ from udas_ray.runlock import RunLock
 def main(argv=None):
     args = cli.parser(__doc__.splitlines()[0]).parse_args(argv)
     cfg = cli.config_from(args)
-    available = len(read_target(cfg, "train"))
+    target_train = read_target(cfg, "train")
+    available = len(target_train)
     counts = budgets.resolve_budgets(cfg.data_dependency.budgets, available)  # fails before any training
     run_dir = Path(cfg.run.dir).resolve()
     seeds = cfg.run.seeds or [cfg.run.seed]
@@ -33,7 +34,7 @@ def main(argv=None):
         folder = run_dir / f"budget_{n}" / (f"seed_{seed}" if cfg.run.seeds else "")
         # One tracking store for all budgets, so `make ui RUN=<run.dir>` compares them.
         return cfg.override({"data.target.labeled": n, "run.seed": seed, "run.seeds": None,
-                             "run.supervised": n > 0, "run.baselines": n == 0,
+                             "run.supervised": n > 0, "run.baselines": n == 0 and target_train.has_labels,
                              "run.dir": str(folder), "mlflow.tracking_uri": cfg.tracking_uri})
 
     configs = {(n, seed): budget_config(n, seed) for n in counts for seed in seeds}
