@@ -4,8 +4,9 @@
 
 Each budget is a full pipeline in RUN_DIR/budget_N (the supervised baseline on the N labeled
 images, then the teacher and the rounds with them; N=0 is pure UDA and has no SL point, and it
-also trains the budget-free baselines, source-only and oracle, when target-train has labels). With run.seeds=[...] every budget
-runs once per seed (RUN_DIR/budget_N/seed_S) and the table shows mean ± std. Writes
+also trains the budget-free baselines, source-only and oracle, when target-train has labels).
+With run.seeds=[...] every budget runs once per seed (RUN_DIR/budget_N/seed_S) and the table
+shows mean ± std. Writes
 RUN_DIR/data_dependency.png (SL and UDAS curves, source-only and oracle lines, UDAS - SL per
 budget) and RUN_DIR/data_dependency.json (the table), and logs both to MLflow. Interrupted, it
 resumes budget by budget like jobs/self_train.py.
