@@ -4,8 +4,8 @@
 
 Runs the pipeline once per row (each in bench/results/ablation/<row>), the baselines once (in
 the first row), and writes the table of the final mIoU and the share of the domain gap closed,
-(final - source_only) / (oracle - source_only), to bench/results/ablation.md and into the
-README between its ablation markers. Rows resume like any run: rerunning skips finished stages.
+(final - source_only) / (oracle - source_only), to bench/results/ablation.md and into
+docs/RESULTS.md between its ablation markers. Rows resume like any run: rerunning skips finished stages.
 """
 
 import argparse
@@ -50,13 +50,13 @@ def table(results: dict, baselines: dict) -> str:
     return "\n".join(lines)
 
 
-def write_readme(readme: Path, text: str) -> None:
-    """Put ``text`` between the README's ablation markers (replacing what was there)."""
+def write_between_markers(doc: Path, text: str) -> None:
+    """Put ``text`` between the document's ablation markers (replacing what was there)."""
     marked, found = re.subn(r"(<!-- ablation:start -->\n).*?(<!-- ablation:end -->)",
-                            lambda m: m.group(1) + text + "\n" + m.group(2), readme.read_text(), flags=re.S)
+                            lambda m: m.group(1) + text + "\n" + m.group(2), doc.read_text(), flags=re.S)
     if not found:
-        raise SystemExit(f"{readme}: no <!-- ablation:start --> / <!-- ablation:end --> markers to write the table between")
-    readme.write_text(marked)
+        raise SystemExit(f"{doc}: no <!-- ablation:start --> / <!-- ablation:end --> markers to write the table between")
+    doc.write_text(marked)
 
 
 def main():
@@ -85,7 +85,7 @@ def main():
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "ablation.md").write_text(text + "\n")
     (RESULTS / "ablation.json").write_text(json.dumps({"baselines": baselines, "rows": results}, indent=1))
-    write_readme(ROOT / "README.md", text)
+    write_between_markers(ROOT / "docs" / "RESULTS.md", text)
     print(text)
 
 

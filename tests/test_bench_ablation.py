@@ -1,4 +1,4 @@
-"""bench/ablation.py's table and how it lands in the README (the runs themselves are a benchmark)."""
+"""bench/ablation.py's table and how it lands in docs/RESULTS.md (the runs themselves are a benchmark)."""
 
 import importlib.util
 from pathlib import Path
@@ -17,14 +17,14 @@ def test_table_gives_the_share_of_the_gap_closed():
     assert "| full | the default recipe, conf/default.yaml | 21.0 | round_2 | 30.0 | 50 % |" in text
 
 
-def test_readme_markers_are_filled_and_refilled(tmp_path):
-    readme = tmp_path / "README.md"
+def test_results_markers_are_filled_and_refilled(tmp_path):
+    readme = tmp_path / "RESULTS.md"
     readme.write_text("before\n<!-- ablation:start -->\n<!-- ablation:end -->\nafter\n")
-    ablation.write_readme(readme, "first table")
-    ablation.write_readme(readme, "second table")
+    ablation.write_between_markers(readme, "first table")
+    ablation.write_between_markers(readme, "second table")
     assert readme.read_text() == "before\n<!-- ablation:start -->\nsecond table\n<!-- ablation:end -->\nafter\n"
 
     readme.write_text("no markers here\n")
-    with pytest.raises(SystemExit, match="README.md: no <!-- ablation:start -->"):
-        ablation.write_readme(readme, "table")
+    with pytest.raises(SystemExit, match="RESULTS.md: no <!-- ablation:start -->"):
+        ablation.write_between_markers(readme, "table")
     assert readme.read_text() == "no markers here\n"
