@@ -8,7 +8,7 @@ One labelId PNG per input image, named after it, at the image's full resolution 
 truth's, for a split), so cityscapesscripts' evalPixelLevelSemanticLabeling accepts DIR as it
 is. The model sees each image at data.image_size; its logits are upsampled (bilinear) to the
 full size before the argmax. The default stage is the run's last finished one. Prints the
-split's mIoU when it has labels.
+split's mIoU when it has labels. Logs progress (images, rate, ETA) every 10 s on stderr.
 
 --images FOLDER predicts every png/jpg/jpeg/bmp/webp file under FOLDER, sub-folders included
 (hidden files and folders, and DIR itself if it lies inside FOLDER, are skipped), in sorted
@@ -33,6 +33,7 @@ from udas_ray.driver import CONFIG_FILE, MANIFEST_FILE, plan
 from udas_ray.errors import UdasError
 from udas_ray.inference import batched, predict_labels
 from udas_ray.metrics import Evaluator, export_cityscapes
+from udas_ray.progress import Ticker
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
@@ -157,6 +158,7 @@ def main(argv=None):
 
     size = tuple(cfg.data.image_size)
     out.mkdir(parents=True, exist_ok=True)
+    ticker = Ticker(len(todo), f"predict {stage}")
     for chunk in batched(todo, args.batch_size):
         originals = [images.read_image(path) for path, _, _ in chunk]
         truths = [images.read_label(label, label_kind) if label else None for _, _, label in chunk]
@@ -169,6 +171,8 @@ def main(argv=None):
             export_cityscapes(pred, str(name), pred.shape, out)
             if args.color:
                 images.write_png(color_dir / name, classes.colorize(pred))
+        ticker.update(len(chunk))
+    ticker.finish()
     print(f"{stage}: wrote {len(todo)} predictions of {what} to {out} (on {device})")
     if args.color:
         print(f"colour pictures in {color_dir}")

@@ -144,6 +144,8 @@ class Pipeline:
             pass
 
     def run(self) -> dict:
+        from udas_ray import progress
+
         cfg = self.cfg
         check_run_dir(cfg)
         if cfg.run.fresh:
@@ -154,11 +156,22 @@ class Pipeline:
         parent = self._parent_run(manifest)
         logger = tracking.logger_for(self.uri, parent)
         rows, models = [], {"previous": None, "teacher": None}  # what later stages start from
-        for stage in plan(cfg):
+        stages, started, timed = plan(cfg), time.monotonic(), []
+        for k, stage in enumerate(stages, 1):
             if manifest.done(stage.name):
-                log.info("[%s] done before: reusing it", stage.name)
+                log.info("stage %d/%d: %s (done before: reusing it)", k, len(stages), stage.name)
             else:
+                # rough: the mean of the stages run so far in this job, times the stages left to run
+                # (a pseudo-label pass costs less than a training stage; reused stages cost nothing)
+                left = sum(not manifest.done(s.name) for s in stages[k - 1:])
+                eta = progress.rough_eta(timed, left)
+                log.info("stage %d/%d: %s  (run: %s elapsed, %s)", k, len(stages), stage.name,
+                         progress.duration(time.monotonic() - started),
+                         f"eta ~{progress.duration(eta)}, rough: stages differ in cost" if eta is not None
+                         else "eta once a stage has finished")
+                t0 = time.monotonic()
                 self._run_stage(stage, manifest, parent, models)
+                timed.append(time.monotonic() - t0)
             entry = manifest.stage(stage.name)
             kind = kinds.KINDS.get(stage.kind)
             if kind is not None and kind.labels_target:
@@ -166,10 +179,23 @@ class Pipeline:
                 models["teacher"] = models["teacher"] or entry["model"]
             if stage.row:
                 rows.append(summary_mod.stage_row(stage.name, entry["metrics"]))
-                # on the parent as soon as the stage is done: a run stopped later still shows it
+                # on the parent as soon as the stage is done: a run stopped later still shows it;
+                # stage_miou with the stage's place in the plan as its step: the UI draws a curve
                 logger.metrics({f"miou_{stage.name}": rows[-1]["miou"]}, step=0)
+                logger.metrics({"stage_miou": rows[-1]["miou"]}, step=k)
+        log.info("all %d stages done in %s", len(stages), progress.duration(time.monotonic() - started))
         result = summary_mod.build(rows, run_dir=str(self.run_dir), config_fingerprint=cfg.fingerprint())
         summary_mod.write(self.run_dir, result)
+        try:  # a picture must not lose a finished run's summary
+            from udas_ray import visualize
+            from udas_ray.data.images import write_png
+
+            plot = self.run_dir / visualize.STAGE_MIOU_FILE
+            if rows:
+                write_png(plot, visualize.stage_miou_figure(result))
+                logger.artifact(plot)
+        except Exception as exc:
+            log.warning("could not draw the mIoU-per-stage plot: %s", exc)
         if result.get("gap_closed") is not None:
             logger.metrics({"gap_closed": result["gap_closed"]}, step=0)
         for name in summary_mod.FILES:
@@ -206,7 +232,6 @@ class Pipeline:
     def _run_stage(self, stage: StagePlan, manifest: Manifest, parent: str | None, models: dict):
         run_id = self._stage_run(stage.name, manifest, parent)
         manifest.update(stage.name, status="running", kind=stage.kind, started=time.time())
-        log.info("[%s] starting", stage.name)
         runner = {"pseudo": self._pseudo, "style": self._style}.get(stage.kind, self._segment)
         try:
             fields = runner(stage, models, run_id)
@@ -217,7 +242,11 @@ class Pipeline:
             raise
         manifest.update(stage.name, status="done", finished=time.time(), **fields)
         if run_id:
-            tracking.RunLogger(self.uri, run_id).finish()
+            stage_logger = tracking.RunLogger(self.uri, run_id)
+            picture = Path(fields.get("labels") or "") / pseudo.PICTURE_FILE
+            if stage.kind == "pseudo" and picture.is_file():
+                stage_logger.artifact(picture)
+            stage_logger.finish()
 
     def _segment(self, stage: StagePlan, models: dict, run_id: str | None) -> dict:
         cfg, kind = self.cfg, kinds.KINDS[stage.kind]

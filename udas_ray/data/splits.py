@@ -17,6 +17,7 @@ from udas_ray.config import Config
 from udas_ray.data import images, readers
 from udas_ray.data.readers import Split
 from udas_ray.errors import UdasError
+from udas_ray.progress import Ticker
 
 log = logging.getLogger(__name__)
 
@@ -75,16 +76,21 @@ def read_target(cfg: Config, split: str) -> Split:
 
 def verify(split: Split, full: bool, key: str = "data.*.label_ids") -> None:
     """Open every file of a split (decode it too when ``full``): fail on the first bad one.
+    Thousands of files take minutes: a progress line every 10 s (udas_ray.progress).
 
     A full check also looks at the values of labelIds labels and warns, once per split naming
     the first file, when they look like trainIds (images.looks_like_train_ids): read as
     labelIds, trainIds would turn road into "unlabeled" and train on garbage without an error.
     """
     suspects = []
+    # an image and its label each; silent when quick (a config error after it stays one line)
+    ticker = Ticker(len(split), f"verify {split.format} {split.split}", quiet_under_s=5)
     for sample in split.samples:
         values = images.check_pair(sample.image, sample.label, split.label_kind, full)
         if values is not None and split.label_kind == "labelids" and images.looks_like_train_ids(values):
             suspects.append(sample.label)
+        ticker.update()
+    ticker.finish()
     if suspects:
         fix = f"set {key}=trainids" if split.format == "folder" else f"use format folder with {key}=trainids"
         log.warning("%s: looks like a trainIds label, not labelIds (values only 0..18 and 255, or 0 without "

@@ -13,6 +13,9 @@ Two passes, so that class-balanced thresholds can see the whole set first:
   2. :func:`publish` applies the thresholds, writes the label PNGs (Cityscapes labelIds, 255 ->
      0) with the round's statistics, and renames the folder into place: a half-written round is
      never read.
+
+Both passes log progress (images done, rate, ETA) from the driver as results come back; then
+:func:`write_picture` draws the first few published labels into ``pseudo_labels.png``.
 """
 
 from __future__ import annotations
@@ -34,10 +37,12 @@ from udas_ray.data import augment, images
 from udas_ray.data.readers import Sample, Split
 from udas_ray.errors import UdasError
 from udas_ray.metrics import confusion_matrix, scores
+from udas_ray.progress import Ticker
 
 log = logging.getLogger("udas_ray")
 BINS = 1000  # confidence histogram resolution
 STATS_FILE = "stats.json"
+PICTURE_FILE = "pseudo_labels.png"  # a few published pseudo-labels next to their images
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -141,6 +146,7 @@ def publish(staging: str | Path, final: str | Path, split: Split, thresholds: np
     """Threshold every staged prediction, write label PNGs and ``stats.json``, then rename
     ``staging`` to ``final`` in one step. Returns the round's statistics."""
     staging, final = Path(staging), Path(final)
+    ticker = Ticker(len(split), f"pseudo {final.name} pass 2/2: publish")
     kept = total = 0
     class_pixels = np.zeros(NUM_CLASSES, np.int64)
     cm = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
@@ -157,6 +163,8 @@ def publish(staging: str | Path, final: str | Path, split: Split, thresholds: np
         if has_truth:
             truth = images.resize_label(images.read_label(sample.label, split.label_kind), tuple(size))
             cm += confusion_matrix(label[label != IGNORE], truth[label != IGNORE])
+        ticker.update()
+    ticker.finish()
     stats = {
         "images": len(split),
         "kept_share": kept / max(total, 1),
@@ -183,12 +191,15 @@ def pseudo_split(final: str | Path, split: Split) -> Split:
     return Split("pseudo", str(final), split.split, samples, "labelids")
 
 
-def predict_to_staging(cfg, split: Split, model_path: str | Path, staging: str | Path) -> np.ndarray:
+def predict_to_staging(cfg, split: Split, model_path: str | Path, staging: str | Path,
+                       what: str = "pseudo pass 1/2") -> np.ndarray:
     """Pass 1 on an actor pool: every image's merged prediction into ``staging``; returns the
-    summed confidence histogram."""
+    summed confidence histogram. ``what`` tags the progress lines."""
     import ray.data
 
     p = cfg.pseudo
+    log.info("[%s] the teacher predicts %d views of %d images on %d actor(s); the first results come once "
+             "the actors have loaded it", what, p.k, len(split), p.actors)
     params = ViewParams(k=p.k, flip=p.flip, temperature=p.temperature, **cfg.augment.jitter.model_dump())
     rows = [{"image": s.image, "name": s.name, "seed": cfg.run.seed * 1_000_003 + i} for i, s in enumerate(split.samples)]
     ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // p.batch_size, 64)))
@@ -203,10 +214,12 @@ def predict_to_staging(cfg, split: Split, model_path: str | Path, staging: str |
         num_gpus=1 if cfg.scaling.use_gpu else 0,
     )
     hist = np.zeros((NUM_CLASSES, BINS), np.int64)
-    done = 0
+    ticker = Ticker(len(split), what)
     for batch in out.iter_batches(batch_size=None, batch_format="numpy"):
         hist += batch["hist"].sum(axis=0)
-        done += int(batch["images"].sum())
+        ticker.update(int(batch["images"].sum()))
+    ticker.finish()
+    done = ticker.count
     if done != len(split):
         raise RuntimeError(f"pseudo-labelling saw {done} of {len(split)} images")
     return hist
@@ -220,10 +233,32 @@ def run_pseudo_labels(cfg, split: Split, model_path: str, final: str | Path) -> 
     if staging.exists():
         shutil.rmtree(staging)  # left over from a killed run
     staging.mkdir(parents=True)
-    hist = predict_to_staging(cfg, split, model_path, staging)
+    hist = predict_to_staging(cfg, split, model_path, staging, what=f"pseudo {final.name} pass 1/2: teacher")
     thresholds = class_thresholds(hist, p.selection, p.threshold, p.class_fraction)
     stats = publish(staging, final, split, thresholds, cfg.data.image_size)
+    write_picture(final, split, cfg.data.image_size)
     if stats["kept_share"] < 0.01:
         log.warning("pseudo-labels keep only %.2f%% of pixels at pseudo.threshold=%s; the student will learn little: "
                     "lower the threshold", 100 * stats["kept_share"], p.threshold)
     return stats
+
+
+def write_picture(final: str | Path, split: Split, size, count: int = 4) -> Path | None:
+    """``final/pseudo_labels.png``: the first ``count`` images of ``split`` with their published
+    pseudo-labels (read back from the label PNGs, so it shows what the student will see), the
+    ground truth when they have it, and which pixels were kept."""
+    from udas_ray import visualize
+
+    final, size = Path(final), tuple(size)
+    samples = split.samples[:count]
+    if not samples:
+        return None
+    labelled = pseudo_split(final, split).samples[:count]
+    pictures = np.stack([images.resize_image(images.read_image(s.image), size) for s in samples])
+    labels = np.stack([images.read_label(s.label, "labelids") for s in labelled])
+    truth = None
+    if all(s.label for s in samples):
+        truth = np.stack([images.resize_label(images.read_label(s.label, split.label_kind), size) for s in samples])
+    path = final / PICTURE_FILE
+    images.write_png(path, visualize.pseudo_label_grid(pictures, labels, truth))
+    return path

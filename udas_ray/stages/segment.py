@@ -188,7 +188,8 @@ class SegmentTask:
                        model_options=self.options, stage=spec.name, step=step, config=self.cfg.to_dict())
             write_json(out / METRICS_FILE, {"stage": spec.name, "step": step, "resumed_from": resumed_from,
                                              **self.result, **adabn, "confusion": self.confusion.tolist()})
-            log_pictures(self.tracker, self.scored, self.cache, self.confusion, self.cfg, spec)
+            log_pictures(self.tracker, self.scored, self.cache, self.confusion, self.cfg, spec,
+                         device=self.session.device)
         return {**self.val, **adabn}
 
 
@@ -206,16 +207,29 @@ def image_batches(image_items: list[Item], cfg: Config) -> Iterator[np.ndarray]:
         yield np.stack([load_item(item, size)[0] for item in chunk])
 
 
-def log_pictures(tracker, model, cache: SplitCache, cm, cfg: Config, spec: SegmentSpec, count: int = 4) -> None:
-    if isinstance(tracker, tracking.NullLogger):
-        return
+def log_pictures(tracker, model, cache: SplitCache, cm, cfg: Config, spec: SegmentSpec, count: int = 4,
+                 device="cpu") -> list[Path]:
+    """``predictions.png`` (the first ``count`` target-val images | prediction | ground truth, with
+    the class legend) and ``confusion_matrix.png`` into the stage folder, where people look
+    whether or not MLflow is on; the same files and the config to the stage's MLflow run."""
+    from udas_ray.data.images import write_png
+
+    out = Path(spec.out_dir)
+    written = []
     count = min(count, len(spec.val))
-    pairs = [cache.get(i) for i in range(count)]
-    images = np.stack([p[0] for p in pairs])
-    preds = predict_probs(unwrap(model).eval(), images).argmax(1).numpy()
-    tracker.image(visualize.prediction_grid(images, preds, np.stack([p[1] for p in pairs])), "predictions.png")
-    tracker.image(visualize.confusion_figure(cm), "confusion_matrix.png")
+    if count:
+        pairs = [cache.get(i) for i in range(count)]
+        images = np.stack([p[0] for p in pairs])
+        preds = predict_probs(unwrap(model).eval(), images, device=device).argmax(1).cpu().numpy()
+        grid = visualize.prediction_grid(images, preds, np.stack([p[1] for p in pairs]))
+        write_png(out / visualize.PREDICTIONS_FILE, grid)
+        written.append(out / visualize.PREDICTIONS_FILE)
+    write_png(out / visualize.CONFUSION_FILE, visualize.confusion_figure(cm))
+    written.append(out / visualize.CONFUSION_FILE)
+    for path in written:
+        tracker.artifact(path)
     tracker.text(cfg.to_yaml(), "config.yaml")
+    return written
 
 
 def run_plain(cfg: Config, spec: SegmentSpec, checkpoint_dir: str | Path | None = None) -> dict:

@@ -4,7 +4,8 @@
 ``final_root/images/<name>`` (restyled, at each image's original resolution) with
 ``final_root/labels/<name>`` (the label file copied byte for byte): the GTA5 layout. The set is
 written into a staging folder that is renamed into place once complete, so a killed run never
-leaves a half-restyled source behind.
+leaves a half-restyled source behind. Progress (images, rate, ETA) is logged from the driver as
+the actors' batches come back.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from udas_ray.data.readers import Sample, Split, read_gta5
 from udas_ray.errors import UdasError
 from udas_ray.models.cyclegan import to_tensor, to_uint8
 from udas_ray.atomic import write_json
+from udas_ray.progress import Ticker
 from udas_ray.stages.style import load_generator
 
 log = logging.getLogger("udas_ray")
@@ -118,7 +120,13 @@ def translate_source(generator_path: str | Path, source: Split, final_root: str 
         compute=ray.data.ActorPoolStrategy(size=st.actors),
         num_cpus=st.cpus_per_actor,
     )
-    done = sum(int(b["images"].sum()) for b in out.iter_batches(batch_size=None, batch_format="numpy"))
+    log.info("[style] restyling %d source images on %d actor(s); the first results come once the actors have "
+             "loaded the generator", len(source), st.actors)
+    ticker = Ticker(len(source), "style restyle")
+    for batch in out.iter_batches(batch_size=None, batch_format="numpy"):
+        ticker.update(int(batch["images"].sum()))
+    ticker.finish()
+    done = ticker.count
     if done != len(source):
         raise RuntimeError(f"style translation saw {done} of {len(source)} images")
     write_json(staging / TRANSLATED_FILE, {"images": len(source), "label_kind": source.label_kind,

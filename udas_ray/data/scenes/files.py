@@ -11,6 +11,7 @@ never leaves a half-written root (its leftover directory is removed by the next 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -21,6 +22,9 @@ from PIL import Image
 from udas_ray.data.scenes.domains import TARGET_CITIES, check_knobs
 from udas_ray.data.scenes.scene import check_size, render_scene
 from udas_ray.errors import UdasError
+from udas_ray.progress import Ticker
+
+log = logging.getLogger("udas_ray")
 
 FORMAT_VERSION = 2  # recorded in scenes.json
 # The default benchmark (sizes are (height, width)).
@@ -67,11 +71,15 @@ def write_source(root, *, num_images: int = DEFAULT_NUM_SOURCE, size: tuple[int,
     def fill(tmp: Path) -> None:
         (tmp / "images").mkdir()
         (tmp / "labels").mkdir()
+        log.info("[scenes source] rendering %d images of %dx%d into %s", num_images, h, w, root)
+        ticker = Ticker(num_images, "scenes source")
         for i in range(num_images):
             img, lbl = render_scene("source", seed, i, (h, w), "train", **knobs)
             name = f"{i + 1:05d}.png"
             _save_png(img, tmp / "images" / name)
             _save_png(lbl, tmp / "labels" / name)
+            ticker.update()
+        ticker.finish()
 
     return _write_atomic(root, params, fill)
 
@@ -87,6 +95,9 @@ def write_target(root, *, num_train: int = DEFAULT_NUM_TRAIN, num_val: int = DEF
               "cities": {k: list(v) for k, v in TARGET_CITIES.items()}}
 
     def fill(tmp: Path) -> None:
+        log.info("[scenes target] rendering %d train + %d val images of %dx%d into %s", counts["train"],
+                 counts["val"], h, w, root)
+        ticker = Ticker(sum(counts.values()), "scenes target")
         for split, n in counts.items():
             for city in TARGET_CITIES[split][: max(0, min(n, len(TARGET_CITIES[split])))]:
                 (tmp / "leftImg8bit" / split / city).mkdir(parents=True)
@@ -96,6 +107,8 @@ def write_target(root, *, num_train: int = DEFAULT_NUM_TRAIN, num_val: int = DEF
                 city, stem = target_name(split, i)
                 _save_png(img, tmp / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png")
                 _save_png(lbl, tmp / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png")
+                ticker.update()
+        ticker.finish()
 
     return _write_atomic(root, params, fill)
 
