@@ -206,3 +206,187 @@ def test_extends_overlays_the_base_file(tmp_path):
     (tmp_path / "loop.yaml").write_text("extends: loop.yaml\n")
     with pytest.raises(UdasError, match="loops back"):
         load_config(tmp_path / "loop.yaml")
+
+
+# ------------------------------------------------------------------ one recipe, one place
+CONF = DEFAULT.parent
+
+# conf/default.yaml resolved (flattened) before the recipe moved into the schema: the embedded
+# benchmark's results depend on every value. A key added to the schema later is not listed here.
+DEFAULT_RESOLVED = {
+    'augment.cutmix.alpha': 1.0, 'augment.cutmix.both_directions': True, 'augment.flip': True,
+    'augment.jitter.brightness': 0.25, 'augment.jitter.contrast': 0.25, 'augment.jitter.hue': 0.03,
+    'augment.jitter.saturation': 0.25, 'augment.randomize.blur': 1.0, 'augment.randomize.brightness': 0.4,
+    'augment.randomize.channel_shuffle': 0.1, 'augment.randomize.contrast': 0.4,
+    'augment.randomize.enabled': True, 'augment.randomize.grayscale': 0.05, 'augment.randomize.hue': 0.1,
+    'augment.randomize.noise': 0.03, 'augment.randomize.saturation': 0.4, 'data.image_size': [96, 192],
+    'data.protocol': 'cityscapes19', 'data.rare_class_sampling.enabled': False,
+    'data.rare_class_sampling.temperature': 0.01, 'data.scenes.num_source': 1500,
+    'data.scenes.num_target_train': 600, 'data.scenes.num_target_val': 200, 'data.scenes.seed': 0,
+    'data.scenes.source_size': [108, 192], 'data.scenes.target_size': [96, 192],
+    'data.source.format': 'scenes', 'data.source.image_size': None, 'data.source.label_ids': 'labelids',
+    'data.source.root': 'data/scenes/source', 'data.target.format': 'scenes',
+    'data.target.label_ids': 'labelids', 'data.target.labeled': 0, 'data.target.root': 'data/scenes/target',
+    'data.val_limit': None, 'data.verify': 'full', 'data_dependency.budgets': ['all', 0.336, 0.168, 0.034, 0],
+    'loss.confidence': 0.0, 'loss.lambda_adv': 0.01, 'loss.lambda_cm': 1.0, 'loss.lambda_entropy': 0.0,
+    'loss.lambda_intra': 1.0, 'loss.lambda_target': 1.0, 'loss.mix_confidence': 0.968, 'loss.temperature': 1.0,
+    'mlflow.experiment': 'udas-ray', 'mlflow.log_images_every': None, 'mlflow.tracking_uri': None,
+    'model.discriminator_ndf': 16, 'model.freeze_bn': False, 'model.name': 'deeplabv2_tiny',
+    'model.options': {}, 'model.pretrained': None, 'pseudo.actors': 2, 'pseudo.batch_size': 16,
+    'pseudo.class_fraction': 0.5, 'pseudo.cpus_per_actor': 1.0, 'pseudo.flip': True, 'pseudo.k': 3,
+    'pseudo.selection': 'class_balanced', 'pseudo.temperature': 1.0, 'pseudo.threshold': 0.9,
+    'run.baselines': True, 'run.concurrent_seeds': 1, 'run.dir': 'runs/default', 'run.fresh': False,
+    'run.seed': 0, 'run.seeds': None, 'run.supervised': False, 'scaling.cpus_per_worker': 1.5,
+    'scaling.data_cpus': 0.5, 'scaling.data_workers': 1, 'scaling.max_failures': 1, 'scaling.num_workers': 1,
+    'scaling.ray_num_cpus': None, 'scaling.use_gpu': False, 'self_training.ema_decay': 0.99,
+    'self_training.ema_threshold': 0.968, 'self_training.init': 'teacher', 'self_training.labeled_share': 0.25,
+    'self_training.mode': 'offline', 'self_training.noisy': True, 'self_training.randomize': False,
+    'self_training.rounds': 2, 'self_training.source_share': 0.0, 'self_training.steps': None,
+    'style.actors': 1, 'style.batch_size': 1, 'style.beta1': 0.5, 'style.checkpoint_every': 250,
+    'style.cpus_per_actor': 1.0, 'style.enabled': False, 'style.image_size': [96, 192],
+    'style.lambda_cyc': 10.0, 'style.lambda_id': 0.5, 'style.log_every': 50, 'style.lr': 0.0002,
+    'style.n_blocks': 4, 'style.n_layers': 3, 'style.ndf': 16, 'style.ngf': 16, 'style.pool_size': 50,
+    'style.sample_every': 250, 'style.steps': 1000, 'style.translate_at': 'train_size',
+    'style.translate_batch_size': 8, 'train.adabn': 'auto', 'train.batch_size': 8,
+    'train.checkpoint_every': 200, 'train.eval_every': 200, 'train.log_every': 50, 'train.lr': 0.01,
+    'train.lr_discriminator': 0.0001, 'train.momentum': 0.9, 'train.peak_gflops': None,
+    'train.poly_power': 0.9, 'train.steps': 600, 'train.weight_decay': 0.0005, 'tune.cpus_per_trial': 0.01,
+    'tune.grace_period': 1, 'tune.max_concurrent_trials': 1, 'tune.num_samples': 4, 'tune.reduction_factor': 2,
+    'tune.scheduler': 'asha', 'tune.search': 'random', 'tune.space': {},
+}
+
+
+def test_default_yaml_resolves_as_before_the_recipe_moved(default):
+    flat = default.flat()
+    assert {k: flat.get(k, "<missing>") for k in DEFAULT_RESOLVED} == DEFAULT_RESOLVED
+
+
+# What a config file may set besides the recipe: its data, model, run lengths, logging and the
+# resources of each stage (the keys that change how, not what, is computed).
+SCALE_KEYS = ("data", "data_dependency.budgets", "model", "run.dir", "mlflow", "scaling",
+              "train.steps", "train.batch_size", "train.eval_every", "train.checkpoint_every", "train.log_every",
+              "self_training.steps", "pseudo.actors", "pseudo.cpus_per_actor", "pseudo.batch_size",
+              "style.steps", "style.image_size", "style.ngf", "style.ndf", "style.n_blocks",
+              "style.actors", "style.cpus_per_actor")
+# Recipe keys the paper's scale needs different; conf/gta5_cityscapes.yaml says why for each.
+GPU_SCALE_EXCEPTIONS = ("train.lr",)
+
+
+def _scale_key(key: str, extra: tuple = ()) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in SCALE_KEYS + extra)
+
+
+def _own_keys(path: Path) -> list[str]:
+    """The keys a config file states itself (not those of the file it extends)."""
+    import yaml
+    from udas_ray.config import flatten
+
+    tree = yaml.safe_load(path.read_text())
+    tree.pop("extends", None)
+    return list(flatten(tree))
+
+
+def test_gta5_cityscapes_trains_the_tuned_recipe(default):
+    gta = load_config(CONF / "gta5_cityscapes.yaml")
+    assert gta.pseudo.selection == "class_balanced" and gta.self_training.noisy is True
+    assert gta.augment.randomize.enabled is True and gta.train.adabn == "auto" and gta.adabn is True
+    assert gta.loss.lambda_adv == default.loss.lambda_adv
+    assert gta.augment.randomize == default.augment.randomize
+
+
+def test_gta5_cityscapes_differs_from_default_only_in_data_and_scale(default):
+    gta = load_config(CONF / "gta5_cityscapes.yaml")
+    recipe = [k for k in diff(default, gta) if not _scale_key(k)]
+    assert sorted(recipe) == sorted(GPU_SCALE_EXCEPTIONS)
+    assert gta.train.lr < default.train.lr  # pretrained ResNet-101 at batch 1, not the tiny model from scratch
+
+
+@pytest.mark.parametrize("name, extra", [("default.yaml", ()), ("gta5_cityscapes.yaml", GPU_SCALE_EXCEPTIONS)])
+def test_shipped_configs_leave_the_recipe_to_the_schema(name, extra):
+    stated = [k for k in _own_keys(CONF / name) if not _scale_key(k, extra)]
+    assert stated == [], f"conf/{name} restates recipe keys: the schema's defaults are the recipe"
+
+
+def test_schema_defaults_are_the_recipe_default_yaml_measures():
+    """default.yaml's recipe values are the schema's: they differ only in the benchmark's scale."""
+    recipe = [k for k in diff(Config(), load_config(DEFAULT)) if not _scale_key(k)]
+    assert recipe == []
+
+
+PAPER_RECIPE = {
+    "pseudo.selection": "global", "pseudo.threshold": 0.9, "self_training.noisy": False,
+    "self_training.source_share": 0.0, "augment.randomize.enabled": False, "data.rare_class_sampling.enabled": False,
+    "loss.lambda_adv": 0.001, "train.lr": 2.5e-3, "train.adabn": False,
+}
+
+
+def test_paper_yaml_is_the_papers_recipe_on_the_benchmark(default):
+    paper = load_config(CONF / "paper.yaml")
+    flat = paper.flat()
+    assert {k: flat[k] for k in PAPER_RECIPE} == PAPER_RECIPE
+    changed = set(diff(default, paper, ignore=("run.dir",)))
+    assert changed <= set(PAPER_RECIPE) and {"pseudo.selection", "self_training.noisy", "loss.lambda_adv",
+                                              "train.lr", "train.adabn", "augment.randomize.enabled"} <= changed
+    assert paper.run.dir != default.run.dir  # its own run folder, not the default run's
+
+
+def test_ablation_paper_row_is_conf_paper_yaml(default):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ablation", CONF.parent / "bench" / "ablation.py")
+    ablation = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ablation)
+    what, overrides = ablation.ROWS["paper"]
+    assert "conf/paper.yaml" in what
+    row = default.override(overrides)
+    assert diff(row, load_config(CONF / "paper.yaml")) == {}
+
+
+# ----------------------------------------------------------------------------- key table
+def test_keys_table_lists_every_leaf_key_with_its_default():
+    from udas_ray.config import all_keys, keys_table
+
+    table = keys_table()
+    rows = [line for line in table.splitlines()[2:] if ".*` |" not in line]  # not the sections' own rows
+    keys = [row.split("|")[1].strip().strip("`") for row in rows]
+    defaults = Config().flat()
+    assert keys == [k for k in all_keys() if k in defaults]
+    assert "| `style.*` |  |  | CycleGAN" in table  # a section's docstring, once
+    row = dict(zip(keys, rows))
+    assert "| `class_balanced` |" in row["pseudo.selection"] and "`global`, `class_balanced`" in row["pseudo.selection"]
+    assert "| `0.01` |" in row["loss.lambda_adv"] and "≥ 0" in row["loss.lambda_adv"]
+    assert "| `[96, 192]` |" in row["data.image_size"]
+    assert "| `null` |" in row["train.peak_gflops"] and "or null" in row["train.peak_gflops"]
+    assert "AdaBN" in row["train.adabn"] and "labeled target-train images" in row["data.target.labeled"]
+    assert all(line.count("|") == 5 for line in table.splitlines())  # no stray pipes in a description
+
+
+def test_readme_keys_table_is_generated_from_the_schema():
+    import re
+    from udas_ray.config import keys_table
+
+    readme = (CONF.parent / "README.md").read_text()
+    found = re.search(r"<!-- keys:start -->\n(.*?)<!-- keys:end -->", readme, flags=re.S)
+    assert found, "README.md: no <!-- keys:start --> / <!-- keys:end --> markers"
+    assert found.group(1) == keys_table() + "\n", \
+        "README.md's key table is stale: python -m udas_ray.config --keys-table --write README.md"
+
+
+def test_keys_table_command_writes_between_the_markers(tmp_path):
+    import subprocess
+    import sys
+    from udas_ray.config import keys_table
+
+    doc = tmp_path / "doc.md"
+    doc.write_text("before\n<!-- keys:start -->\nold\n<!-- keys:end -->\nafter\n")
+    repo = CONF.parent
+    run = lambda *a: subprocess.run([sys.executable, "-m", "udas_ray.config", *a], cwd=repo,  # noqa: E731
+                                    capture_output=True, text=True, timeout=120)
+    proc = run("--keys-table")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == keys_table() + "\n"
+    assert run("--keys-table", "--write", str(doc)).returncode == 0
+    assert doc.read_text() == f"before\n<!-- keys:start -->\n{keys_table()}\n<!-- keys:end -->\nafter\n"
+    doc.write_text("no markers\n")
+    proc = run("--keys-table", "--write", str(doc))
+    assert proc.returncode == 2 and "keys:start" in proc.stderr and doc.read_text() == "no markers\n"
