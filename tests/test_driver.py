@@ -14,16 +14,18 @@ from udas_ray.stages import segment
 def test_plan_reads_like_the_paper_table(tiny_cfg):
     cfg = tiny_cfg.override({"run.baselines": True, "self_training.rounds": 2})
     names = [s.name for s in plan(cfg.override({"data.target.labeled": 0}))]
-    assert names == ["source_only", "teacher", "pseudo_1", "round_1", "pseudo_2", "round_2", "oracle"]
+    assert names == ["source_only", "source_randomized", "teacher", "pseudo_1", "round_1", "pseudo_2", "round_2",
+                     "oracle"]
     # with labeled target images the baselines include SL, trained on those images alone
-    assert [s.name for s in plan(cfg)][:3] == ["source_only", "supervised", "teacher"]
+    assert [s.name for s in plan(cfg)][:4] == ["source_only", "source_randomized", "supervised", "teacher"]
     assert [s.name for s in plan(tiny_cfg) if s.row] == ["teacher", "round_1"]
     assert [s.name for s in plan(tiny_cfg.override({"run.supervised": True})) if s.row] == [
         "supervised", "teacher", "round_1"]
 
 
 def test_pipeline_writes_summary_manifest_and_nested_mlflow_runs(ray_session, tiny_cfg):
-    cfg = tiny_cfg.override({"run.baselines": True})
+    # the fewest baselines: no randomized source-only row, no SL row
+    cfg = tiny_cfg.override({"run.baselines": True, "augment.randomize.enabled": False, "data.target.labeled": 0})
     result = Pipeline(cfg, load_splits(cfg)).run()
     run_dir = cfg.run.dir
     summary = json.loads(open(f"{run_dir}/summary.json").read())
@@ -86,7 +88,7 @@ def test_a_run_dir_of_another_config_is_refused_unless_fresh(tiny_cfg, tmp_path)
     (run_dir / driver_mod.CONFIG_FILE).write_text(tiny_cfg.to_yaml())
     check_run_dir(tiny_cfg)  # same config: fine
     check_run_dir(tiny_cfg.override({"scaling.num_workers": 2}))  # how, not what: fine
-    with pytest.raises(UdasError, match=r"loss\.lambda_adv: 0\.001 -> 0\.5.*run\.fresh=true"):
+    with pytest.raises(UdasError, match=r"loss\.lambda_adv: 0\.01 -> 0\.5.*run\.fresh=true"):
         check_run_dir(tiny_cfg.override({"loss.lambda_adv": 0.5}))
     check_run_dir(tiny_cfg.override({"loss.lambda_adv": 0.5, "run.fresh": True}))
 

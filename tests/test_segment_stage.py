@@ -174,7 +174,18 @@ def test_a_term_joins_the_teacher_by_its_config_key(tiny_cfg, tmp_path):
     segment.run_plain(cfg, spec)
     logged = [r for r in read_history(spec.out_dir) if "loss" in r]
     assert logged and all(0 <= r["loss_entropy"] <= 1 for r in logged)
-    # the total is the weighted sum of the logged terms (window means of each)
+    # the total: weighted mean of the cross-entropy terms + weighted regularizers (window means)
+    ce = {n: w for n, w in spec.terms.items() if n not in ("adv", "entropy")}
     for r in logged:
-        weighted = sum(w * r[f"loss_{name}"] for name, w in spec.terms.items())
-        assert r["loss"] == pytest.approx(weighted, rel=1e-5)
+        expected = sum(w * r[f"loss_{n}"] for n, w in ce.items()) / sum(ce.values())
+        expected += sum(spec.terms[n] * r[f"loss_{n}"] for n in ("adv", "entropy"))
+        assert r["loss"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_cross_entropy_terms_are_averaged_and_regularizers_added():
+    from udas_ray.stages.terms import TERMS, total_loss
+
+    t = torch.tensor
+    weighted = [(TERMS["seg"], 1.0, t(2.0)), (TERMS["target"], 3.0, t(4.0)), (TERMS["adv"], 0.5, t(1.0))]
+    assert total_loss(weighted).item() == pytest.approx((2.0 + 3 * 4.0) / 4 + 0.5)
+    assert total_loss([(TERMS["seg"], 1.0, t(2.0))]).item() == pytest.approx(2.0)  # one term: unchanged

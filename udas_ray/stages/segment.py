@@ -37,7 +37,7 @@ from udas_ray.models import build_segmenter, param_groups
 from udas_ray.stages import loop
 from udas_ray.atomic import write_json
 from udas_ray.stages.runtime import Session
-from udas_ray.stages.terms import TERMS, Step
+from udas_ray.stages.terms import TERMS, Step, total_loss
 
 log = logging.getLogger("udas_ray")
 
@@ -144,11 +144,12 @@ class SegmentTask:
         for companion in self.companions.values():
             if hasattr(companion, "before_step"):
                 companion.before_step(step)
-        total, out = 0.0, {}
+        weighted, out = [], {}
         for name, weight in self.spec.terms.items():
             loss = TERMS[name].loss(step)
-            total = total + weight * loss
+            weighted.append((TERMS[name], weight, loss))
             out[f"loss_{name}"] = loss.item()
+        total = total_loss(weighted)
         self.opt.zero_grad(set_to_none=True)
         total.backward()
         self.opt.step()

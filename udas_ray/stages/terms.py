@@ -1,6 +1,11 @@
 """The loss terms a segmentation stage sums, each declared once with its weight key and inputs.
 
-    L = sum over the stage kind's terms of  weight(config) * term(step)
+    L = sum_i w_i * CE_i / sum_i w_i  +  sum_j w_j * R_j
+
+The cross-entropy terms CE_i (source, CutMix, labeled target, the ClassMix terms) are averaged with
+their weights, so a stage that learns from more streams does not take larger steps (summed, the
+four terms of a teacher with labeled target images diverged at train.lr 1e-2); the regularizers
+R_j (adversarial, entropy) are added with their weights.
 
 A term is a function of one :class:`Step` (the batch on the device and the segmenter's logits
 on each stream, computed at most once), registered with :func:`term`: its name (logged as
@@ -63,6 +68,7 @@ class Term:
     weight_key: str | None  # dotted config key of the weight; None = 1
     reads: tuple[str, ...]  # batch streams: "sup", "mix", "target"
     companion: type | None = None
+    regularizer: bool = False  # added with its weight, outside the weighted mean of the CE terms
 
     def weight(self, cfg: Config) -> float:
         return 1.0 if self.weight_key is None else float(cfg.get(self.weight_key))
@@ -71,11 +77,12 @@ class Term:
 TERMS: dict[str, Term] = {}
 
 
-def term(name: str, *, weight: str | None = None, reads: tuple[str, ...], companion: type | None = None):
+def term(name: str, *, weight: str | None = None, reads: tuple[str, ...], companion: type | None = None,
+         regularizer: bool = False):
     """Register a loss term (see the module docstring)."""
 
     def register(fn: Callable[[Step], torch.Tensor]):
-        TERMS[name] = Term(name, fn, weight, tuple(reads), companion)
+        TERMS[name] = Term(name, fn, weight, tuple(reads), companion, regularizer)
         return fn
 
     return register
@@ -125,6 +132,13 @@ def classmix_loss(step: Step, pasted: str, base: str, base_probs: torch.Tensor, 
     valid = (mixed_label != IGNORE).float()
     step.notes[note] = quality.mean().item()
     return (per_pixel * weight * valid).sum() / valid.sum().clamp_min(1.0)
+
+
+def total_loss(weighted: list[tuple["Term", float, torch.Tensor]]) -> torch.Tensor:
+    """The weighted mean of the cross-entropy terms plus the weighted regularizers."""
+    ce = [(w, loss) for t, w, loss in weighted if not t.regularizer]
+    total = sum(w * loss for w, loss in ce) / sum(w for w, _ in ce) if ce else 0.0
+    return total + sum(w * loss for t, w, loss in weighted if t.regularizer)
 
 
 # ------------------------------------------------------------------------------ companions
@@ -197,7 +211,7 @@ def intra_domain_mix(step: Step) -> torch.Tensor:
                          note="intra_quality")
 
 
-@term("adv", weight="loss.lambda_adv", reads=("sup", "target"), companion=Adversary)
+@term("adv", weight="loss.lambda_adv", reads=("sup", "target"), companion=Adversary, regularizer=True)
 def adversarial(step: Step) -> torch.Tensor:
     """Make the discriminator take target softmax maps for source ones."""
     loss = step.cfg.loss
@@ -205,7 +219,7 @@ def adversarial(step: Step) -> torch.Tensor:
                                    loss.confidence)
 
 
-@term("entropy", weight="loss.lambda_entropy", reads=("target",))
+@term("entropy", weight="loss.lambda_entropy", reads=("target",), regularizer=True)
 def target_entropy(step: Step) -> torch.Tensor:
     """Entropy minimisation on unlabeled target predictions (ADVENT's direct term)."""
     return losses.entropy_loss(step.logits("target"))
