@@ -138,11 +138,9 @@ def test_a_job_starts_its_own_ray_and_takes_it_down_when_it_ends(ray_session, ti
 
 # ------------------------------------------------------------------ input that fails late: early now
 def job_overrides(source, target, run_dir):
-    return [f"data.source.format=gta5", f"data.source.root={source}", "data.target.format=cityscapes",
-            f"data.target.root={target}", "data.target.labeled=2", "data.image_size=[32,64]",
-            "train.steps=2", "train.batch_size=2", "train.eval_every=2", "train.checkpoint_every=2",
-            f"run.dir={run_dir}", "self_training.rounds=1", "run.baselines=false", "scaling.num_workers=0",
-            "pseudo.actors=1", "pseudo.cpus_per_actor=0.5", "scaling.data_cpus=0.25"]
+    from test_jobs import tiny_overrides
+
+    return tiny_overrides(source, target, run_dir)
 
 
 @pytest.fixture(scope="module")

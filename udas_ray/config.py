@@ -42,6 +42,14 @@ def _check_size(v):
 
 
 # ----------------------------------------------------------------------------------- data
+def _label_ids_need_folder(section, key: str):
+    """``label_ids`` says what a ``folder`` dataset's labels hold; other formats fix their own ids."""
+    if section.label_ids != "labelids" and section.format != "folder":
+        raise ValueError(f"label_ids={section.label_ids} is for format folder; {section.format} labels "
+                         f"come in their own ids: leave {key} at labelids")
+    return section
+
+
 class SourceData(Section):
     format: Literal[SOURCE_FORMATS] = "scenes"  # the layout of the source folder (README: Real datasets)
     root: str = "data/scenes/source"  # the source folder
@@ -58,10 +66,7 @@ class SourceData(Section):
 
     @model_validator(mode="after")
     def _label_ids_need_folder(self):
-        if self.label_ids != "labelids" and self.format != "folder":
-            raise ValueError(f"label_ids={self.label_ids} is for format folder; {self.format} labels "
-                             "come in their own ids: leave data.source.label_ids at labelids")
-        return self
+        return _label_ids_need_folder(self, "data.source.label_ids")
 
 
 class TargetData(Section):
@@ -72,10 +77,7 @@ class TargetData(Section):
 
     @model_validator(mode="after")
     def _label_ids_need_folder(self):
-        if self.label_ids != "labelids" and self.format != "folder":
-            raise ValueError(f"label_ids={self.label_ids} is for format folder; {self.format} labels "
-                             "come in their own ids: leave data.target.label_ids at labelids")
-        return self
+        return _label_ids_need_folder(self, "data.target.label_ids")
 
 
 class ScenesData(Section):
