@@ -344,7 +344,8 @@ def test_ablation_paper_row_is_conf_paper_yaml(default):
 
 # ----------------------------------------------------------------------------- key table
 def test_keys_table_lists_every_leaf_key_with_its_default():
-    from udas_ray.config import all_keys, keys_table
+    from udas_ray.config import all_keys
+    from udas_ray.keys_table import keys_table
 
     table = keys_table()
     rows = [line for line in table.splitlines()[2:] if ".*` |" not in line]  # not the sections' own rows
@@ -363,24 +364,24 @@ def test_keys_table_lists_every_leaf_key_with_its_default():
 
 def test_readme_keys_table_is_generated_from_the_schema():
     import re
-    from udas_ray.config import keys_table
+    from udas_ray.keys_table import keys_table
 
     readme = (CONF.parent / "README.md").read_text()
     found = re.search(r"<!-- keys:start -->\n(.*?)<!-- keys:end -->", readme, flags=re.S)
     assert found, "README.md: no <!-- keys:start --> / <!-- keys:end --> markers"
     assert found.group(1) == keys_table() + "\n", \
-        "README.md's key table is stale: python -m udas_ray.config --keys-table --write README.md"
+        "README.md's key table is stale: python -m udas_ray.keys_table --keys-table --write README.md"
 
 
 def test_keys_table_command_writes_between_the_markers(tmp_path):
     import subprocess
     import sys
-    from udas_ray.config import keys_table
+    from udas_ray.keys_table import keys_table
 
     doc = tmp_path / "doc.md"
     doc.write_text("before\n<!-- keys:start -->\nold\n<!-- keys:end -->\nafter\n")
     repo = CONF.parent
-    run = lambda *a: subprocess.run([sys.executable, "-m", "udas_ray.config", *a], cwd=repo,  # noqa: E731
+    run = lambda *a: subprocess.run([sys.executable, "-m", "udas_ray.keys_table", *a], cwd=repo,  # noqa: E731
                                     capture_output=True, text=True, timeout=120)
     proc = run("--keys-table")
     assert proc.returncode == 0, proc.stderr
