@@ -16,7 +16,8 @@ import logging
 import sys
 from pathlib import Path
 
-from udas_ray.config import Config, absolute_paths, load_config
+from udas_ray.config import Config, load_config
+from udas_ray.paths import absolute_paths
 from udas_ray.errors import UdasError
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "conf" / "default.yaml"

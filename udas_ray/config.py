@@ -8,7 +8,7 @@ with a did-you-mean, a wrong type or a value out of range fails naming the key. 
 below is the single list of keys; pydantic (already a Ray dependency) does the type and range
 checks so that every key's rule is one line next to its default. The defaults are the
 recommended recipe; a file in ``conf/`` states only its data and scale, and the README's key
-table is rendered from here (``python -m udas_ray.keys_table --write README.md``).
+table is rendered from here (``python -m udas_ray.keys_table --keys-table --write README.md``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import copy
 import difflib
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any, Literal, Optional, Union, get_origin
 
@@ -579,26 +578,3 @@ def diff(a: Config, b: Config, ignore: tuple[str, ...] = ()) -> dict[str, tuple[
         for k in keys
         if fa.get(k) != fb.get(k) and not any(k == p or k.startswith(p + ".") for p in ignore)
     }
-
-
-PATH_KEYS = ("data.source.root", "data.target.root", "run.dir", "model.pretrained")
-SQLITE = "sqlite:///"
-
-
-def absolute_paths(cfg: Config, cwd: str | Path | None = None) -> Config:
-    """``cfg`` with relative :data:`PATH_KEYS` and a relative ``sqlite:///path`` tracking URI made
-    absolute against ``cwd`` (default: the current directory); ``~`` is expanded, absolute paths,
-    other URIs and null stay as they are."""
-    cwd = Path(cwd) if cwd is not None else Path.cwd()
-
-    def absolute(path: str) -> str:
-        path = os.path.expanduser(path)
-        return path if os.path.isabs(path) else os.path.normpath(os.path.join(cwd, path))
-
-    changes = {key: absolute(cfg.get(key)) for key in PATH_KEYS if cfg.get(key)}
-    uri = cfg.mlflow.tracking_uri or ""
-    db = uri[len(SQLITE):]
-    if uri.startswith(SQLITE) and db and db != ":memory:":
-        changes["mlflow.tracking_uri"] = SQLITE + absolute(db)
-    changes = {key: value for key, value in changes.items() if value != cfg.get(key)}
-    return cfg.override(changes) if changes else cfg

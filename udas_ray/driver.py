@@ -24,7 +24,8 @@ from pathlib import Path
 from udas_ray import atomic
 from udas_ray import summary as summary_mod
 from udas_ray import tracking
-from udas_ray.config import Config, absolute_paths, diff, read_yaml, validate
+from udas_ray.config import Config, diff, read_yaml, validate
+from udas_ray.paths import absolute_paths
 from udas_ray.data.splits import Splits
 from udas_ray.errors import UdasError
 from udas_ray.metrics import flat_metrics
