@@ -16,12 +16,16 @@ optionally, from the source.
 Samples are drawn uniformly with replacement, as in iteration-based UDA training. The same
 :class:`BatchBuilder` runs in Ray Data (``map_batches``) and in a plain in-process loop, and is
 pure numpy: it gets slot ids and returns uint8 arrays.
+
+Seeding: slot ``i`` of a stage is drawn from ``default_rng([seed, i])`` with ``seed =``
+:func:`stage_seed` ``(run.seed, stage name)``, in whichever process builds it. Every Ray Data actor
+gets the same seed, and every slot id is built once, so examples stay distinct across actors
+while a run with the same seed sees the same example in every slot.
 """
 
 from __future__ import annotations
 
-import os
-import time
+import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -82,6 +86,13 @@ class AugmentParams:
                    randomize=strengths, classmix_sup=classmix_sup)
 
 
+def stage_seed(seed: int, *names: str) -> int:
+    """A seed in [0, 2**63) from ``run.seed`` and names (the stage's, and what it seeds): stages
+    draw different examples, and the same stage of two runs with the same ``run.seed`` the same."""
+    text = ":".join([str(int(seed)), *map(str, names)])
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
+
+
 def load_item(item: Item, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
     image_path, label_path, kind = item
     image = images.resize_image(images.read_image(image_path), size)
@@ -95,19 +106,15 @@ class BatchBuilder:
     "mix_label"][, "target_image"][, "labeled_image", "labeled_label"]}`` as uint8 arrays of
     shape (N, H, W, 3) / (N, H, W).
 
-    ``seed=None`` draws fresh randomness in every process (what Ray Data workers do);
-    with a seed, slot ``i`` always gives the same example (tests, the plain loop)."""
+    Slot ``i`` always gives the same example for the same ``seed`` (see the module docstring)."""
 
-    def __init__(self, streams: Streams, params: AugmentParams, seed: int | None = None):
+    def __init__(self, streams: Streams, params: AugmentParams, *, seed: int):
         self.streams = streams
         self.params = params
-        self.seed = seed
-        self._entropy = None if seed is not None else (os.getpid(), time.time_ns())
+        self.seed = int(seed)
 
     def _rng(self, slot: int) -> np.random.Generator:
-        if self.seed is not None:
-            return np.random.default_rng([self.seed, int(slot)])
-        return np.random.default_rng([*self._entropy, int(slot)])
+        return np.random.default_rng([self.seed, int(slot)])
 
     def _jitter(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         p = self.params

@@ -14,22 +14,31 @@ The three places where Ray Train touches it are the :class:`~udas_ray.stages.run
 
 :func:`run_plain` feeds the loop from the stage's batch builder in this process (tests,
 benchmarks); :func:`run_on_ray` streams the same builder through Ray Data into Ray Train workers.
+
+Reproducibility: the builder is seeded from ``run.seed`` and the stage name, and step ``s`` reads
+slots ``s*B*W ..`` (B the batch size, W the workers), also after a resume; a checkpoint holds
+torch's RNG (:func:`rng_state`). So with one consumer of the batches (``run_plain``, or Ray Train
+with ``scaling.num_workers`` 0 or 1, whose dataset keeps its order) two runs with the same seed
+train the same, and a resumed stage trains as if never stopped. With several workers, which slots
+a worker gets depends on timing (Ray Data's split), so runs differ.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Protocol
+from typing import Callable, Iterable, Iterator, Protocol
 
 import numpy as np
 import torch
 
 from udas_ray import flops, tracking
 from udas_ray.config import Config
+from udas_ray.data.batches import stage_seed
 from udas_ray.stages.runtime import (PlainSession, Progress, RaySession, Session, append_history,
                                      quiet_worker_logs, set_threads)
 
@@ -78,7 +87,7 @@ class Spec(Protocol):
     mlflow_run_id: str | None
 
     def batch_recipe(self, cfg: Config) -> tuple[type, dict]: ...  # a builder class (slot ids -> uint8
-    # arrays) and its keyword arguments; the class also takes ``seed`` (None in Ray Data actors)
+    # arrays) and its keyword arguments; the class also takes ``seed`` (:func:`batch_kwargs` adds it)
 
     def rows(self, cfg: Config, workers: int) -> int: ...  # training examples the stage draws
 
@@ -87,9 +96,10 @@ class Spec(Protocol):
     def task(self, cfg: Config, session: Session, tracker) -> Task: ...
 
 
-def run_loop(task: Task, batches: Iterable[dict], session: Session, *, name: str, out_dir: str | Path,
-             peak_gflops: float | None = None) -> dict:
+def run_loop(task: Task, batches: Iterable[dict] | Callable[[int], Iterable[dict]], session: Session, *,
+             name: str, out_dir: str | Path, peak_gflops: float | None = None) -> dict:
     """Train ``task`` for its scheduled steps, resuming from the session's checkpoint if any.
+    ``batches``: an iterable of batches, or a function of the step to start from returning one.
 
     The first step this process trains runs under torch's FLOP counter (:func:`count_first_step`);
     from then on every log window carries ``gflops_per_s`` and ``mfu`` against ``peak_gflops``
@@ -109,8 +119,10 @@ def run_loop(task: Task, batches: Iterable[dict], session: Session, *, name: str
     measured = not peak_gflops
     if step < sched.steps:
         flops.warm_up_counter()  # the counter's one-time imports, off the clock
-        peak_gflops = peak_gflops or flops.measure_peak(torch.get_num_threads())
-    progress, it, announce = Progress(peak_gflops=peak_gflops), iter(batches), False
+        with torch.random.fork_rng(devices=[]):  # the measurement's randn must not move the training's RNG
+            peak_gflops = peak_gflops or flops.measure_peak(torch.get_num_threads())
+    it = iter(batches(step) if callable(batches) else batches)
+    progress, announce = Progress(peak_gflops=peak_gflops), False
     started = time.perf_counter()
     while step < sched.steps:
         t0 = time.perf_counter()
@@ -176,16 +188,46 @@ def duration(seconds: float) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
-def _start(spec: Spec, cfg: Config, session: Session, batches: Iterable[dict]) -> dict:
+def _start(spec: Spec, cfg: Config, session: Session, batches) -> dict:
     tracker = tracking.logger_for(spec.tracking_uri, spec.mlflow_run_id, session.rank)
     task = spec.task(cfg, session, tracker)
     return run_loop(task, batches, session, name=spec.name, out_dir=spec.out_dir, peak_gflops=cfg.train.peak_gflops)
 
 
+# ------------------------------------------------------------------------------ randomness
+def batch_kwargs(cfg: Config, spec: Spec) -> tuple[type, dict]:
+    """The spec's batch recipe with the stage's seed (``run.seed`` and the stage name)."""
+    builder_cls, kwargs = spec.batch_recipe(cfg)
+    return builder_cls, {**kwargs, "seed": stage_seed(cfg.run.seed, spec.name)}
+
+
+def seed_torch(seed: int, name: str, rank: int, step: int = 0) -> None:
+    """Seed torch's global RNG for stage ``name`` on ``rank`` (from ``run.seed``)."""
+    torch.manual_seed(stage_seed(seed, name, "torch", str(rank), str(step)))
+
+
+def rng_state() -> dict:
+    """What a checkpoint keeps of the process's random state: torch's CPU generator (class
+    masks of the ClassMix terms). Batches carry their own seeds; the CycleGAN pools keep theirs."""
+    return {"rng": {"torch": torch.get_rng_state()}}
+
+
+def load_rng_state(state: dict, seed: int, name: str, rank: int) -> None:
+    """Put back the RNG a checkpoint holds (rank 0's). Other ranks, whose state was not saved,
+    are seeded from the step instead. A checkpoint without an RNG state changes nothing."""
+    saved = state.get("rng")
+    if saved is None:
+        return
+    if rank == 0:
+        torch.set_rng_state(saved["torch"])
+    else:
+        seed_torch(seed, name, rank, int(state["step"]))
+
+
 # --------------------------------------------------------------------------- in this process
-def plain_batches(builder, batch_size: int) -> Iterator[dict]:
-    """Batches from a builder in this process: consecutive slot ids, as torch tensors."""
-    slot = 0
+def plain_batches(builder, batch_size: int, start: int = 0) -> Iterator[dict]:
+    """Batches from a builder in this process: consecutive slot ids from ``start``, as torch tensors."""
+    slot = start
     while True:
         batch = builder({"id": np.arange(slot, slot + batch_size)})
         slot += batch_size
@@ -195,25 +237,27 @@ def plain_batches(builder, batch_size: int) -> Iterator[dict]:
 def run_plain(cfg: Config, spec: Spec, checkpoint_dir: str | Path | None = None) -> dict:
     """The whole stage in this process, no Ray (benchmarks, tests); checkpoints in ``checkpoint_dir``."""
     session = PlainSession(checkpoint_dir or Path(spec.out_dir) / "plain")
-    builder_cls, kwargs = spec.batch_recipe(cfg)
-    batches = plain_batches(builder_cls(**kwargs, seed=cfg.run.seed), spec.batch_size(cfg))
-    return _start(spec, cfg, session, batches)
+    builder_cls, kwargs = batch_kwargs(cfg, spec)
+    builder, bs = builder_cls(**kwargs), spec.batch_size(cfg)
+    return _start(spec, cfg, session, lambda step: plain_batches(builder, bs, step * bs))
 
 
 # ------------------------------------------------------------------------------ on Ray Train
-def training_dataset(cfg: Config, spec: Spec, workers: int):
+def training_dataset(cfg: Config, spec: Spec, workers: int, start: int = 0):
     """A Ray Dataset streaming the stage's training examples: slot ids -> the spec's batch
-    builder (decode, resize, mix, jitter) on a pool of CPU actors. Nothing is materialised."""
+    builder (decode, resize, mix, jitter) on a pool of CPU actors. Nothing is materialised.
+    ``start``: the step the stage resumes at; its slots come first."""
     import pyarrow as pa
     import ray.data
 
     # Slot ids built in memory (no read task: on 2 cores a read task waiting for a whole CPU
     # next to the training worker would never be scheduled), a few batches per block.
-    bs = spec.batch_size(cfg)
-    rows = spec.rows(cfg, max(workers, 1))
-    blocks = np.array_split(np.arange(rows), min(1000, max(1, rows // (bs * 4))))
-    builder_cls, kwargs = spec.batch_recipe(cfg)
-    return ray.data.from_arrow([pa.table({"id": block}) for block in blocks]).map_batches(
+    bs, workers = spec.batch_size(cfg), max(workers, 1)
+    rows = spec.rows(cfg, workers)
+    ids = np.arange(min(start * bs * workers, max(rows - bs * workers, 0)), rows)
+    blocks = np.array_split(ids, min(1000, max(1, len(ids) // (bs * 4))))
+    builder_cls, kwargs = batch_kwargs(cfg, spec)
+    ds = ray.data.from_arrow([pa.table({"id": block}) for block in blocks]).map_batches(
         builder_cls,
         fn_constructor_kwargs=kwargs,
         batch_size=bs,
@@ -221,6 +265,10 @@ def training_dataset(cfg: Config, spec: Spec, workers: int):
         compute=ray.data.ActorPoolStrategy(size=cfg.scaling.data_workers),
         num_cpus=cfg.scaling.data_cpus,
     )
+    # batches in slot order (what scaling.num_workers=0 reads; Ray Train gives its workers the
+    # same option through fit's DataConfig)
+    ds.context.execution_options.preserve_order = True
+    return ds
 
 
 def worker_loop(config: dict) -> dict:
@@ -242,12 +290,25 @@ def worker_loop(config: dict) -> dict:
 
 def run_on_ray(cfg: Config, spec: Spec, storage: str | Path, callbacks=None):
     """Fit the stage with Ray Train as ``cfg.scaling`` says; raises the stage's error if it failed."""
+    start = checkpointed_step(storage, spec.name)
     result = fit(worker_loop, {"cfg": cfg.to_dict(), "spec": spec}, cfg=cfg, name=spec.name,
-                 datasets={"train": training_dataset(cfg, spec, cfg.scaling.num_workers)}, storage=storage,
+                 datasets={"train": training_dataset(cfg, spec, cfg.scaling.num_workers, start)}, storage=storage,
                  callbacks=callbacks)
     if result.error:
         raise result.error
     return result
+
+
+def checkpointed_step(storage: str | Path, name: str) -> int:
+    """The step of the last checkpoint Ray Train will resume run ``name`` from (0: none), read
+    from its ``checkpoint_manager_snapshot.json`` (Ray 2.60's layout); anything unreadable is 0,
+    which costs exactness (the resumed stage re-reads its first slots), not correctness."""
+    path = Path(storage) / name / "checkpoint_manager_snapshot.json"
+    try:
+        results = json.loads(path.read_text())["checkpoint_results"]
+        return max((int(r["metrics"]["step"]) for r in results), default=0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
 
 
 def fit(train_fn, train_config: dict, *, cfg: Config, name: str, datasets: dict | None = None,
@@ -259,6 +320,7 @@ def fit(train_fn, train_config: dict, *, cfg: Config, name: str, datasets: dict 
     half-trained stage.
     """
     import ray.train
+    from ray.data import ExecutionOptions
     from ray.train.torch import TorchTrainer
 
     sc = cfg.scaling
@@ -280,5 +342,7 @@ def fit(train_fn, train_config: dict, *, cfg: Config, name: str, datasets: dict 
             callbacks=callbacks or [],
         ),
         datasets=datasets or {},
+        # batches in slot order: with one consumer, the same batches at the same steps in every run
+        dataset_config=ray.train.DataConfig(execution_options=ExecutionOptions(preserve_order=True)),
     )
     return trainer.fit()

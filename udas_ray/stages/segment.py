@@ -88,7 +88,7 @@ def build_model(cfg: Config, spec: SegmentSpec) -> tuple[torch.nn.Module, dict]:
 
 class SegmentTask:
     def __init__(self, cfg: Config, spec: SegmentSpec, session: Session, tracker):
-        torch.manual_seed(cfg.run.seed * 1000 + session.rank)
+        loop.seed_torch(cfg.run.seed, spec.name, session.rank)  # the same stage draws the same in every run
         self.cfg, self.spec, self.session, self.tracker = cfg, spec, session, tracker
         t = cfg.train
         self.schedule = loop.Schedule(spec.steps, t.log_every, t.eval_every, t.checkpoint_every)
@@ -115,6 +115,7 @@ class SegmentTask:
         self.opt.load_state_dict(state["opt"])
         for companion in self.companions.values():
             companion.load_state_dict(state)
+        loop.load_rng_state(state, self.cfg.run.seed, self.spec.name, self.session.rank)
         return int(state["step"])
 
     def prepare(self, session: Session) -> None:
@@ -165,7 +166,8 @@ class SegmentTask:
         return self.val
 
     def state_dict(self, step: int) -> dict:
-        state = {"model": unwrap(self.model).state_dict(), "opt": self.opt.state_dict(), "step": step}
+        state = {"model": unwrap(self.model).state_dict(), "opt": self.opt.state_dict(), "step": step,
+                 **loop.rng_state()}
         for companion in self.companions.values():
             state.update(companion.state_dict())
         return state

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,19 +57,18 @@ def image_items(split: Split) -> list[Item]:
 # ------------------------------------------------------------------------- the batches
 class StyleBatchBuilder:
     """Slot ids in, an unpaired batch out: ``{"source", "target"}`` uint8 (N, H, W, 3), each a
-    uniformly drawn image resized to ``size`` and flipped at random. ``seed=None`` draws fresh
-    randomness in every process (Ray Data actors); with a seed slot ``i`` is reproducible."""
+    uniformly drawn image resized to ``size`` and flipped at random. Slot ``i`` gives the same
+    pair for the same ``seed`` in any process (the stage's seed, as ``udas_ray.data.batches``)."""
 
-    def __init__(self, source: list[Item], target: list[Item], size: tuple[int, int], flip: bool = True,
-                 seed: int | None = None):
+    def __init__(self, source: list[Item], target: list[Item], size: tuple[int, int], flip: bool = True, *,
+                 seed: int):
         if not source or not target:
             raise UdasError("the style stage needs source and target images")
         self.source, self.target, self.size, self.flip = source, target, tuple(size), flip
-        self.seed = seed
-        self._entropy = None if seed is not None else (os.getpid(), time.time_ns())
+        self.seed = int(seed)
 
     def _rng(self, slot: int) -> np.random.Generator:
-        return np.random.default_rng([self.seed, int(slot)] if self.seed is not None else [*self._entropy, int(slot)])
+        return np.random.default_rng([self.seed, int(slot)])
 
     def _draw(self, pool: list[Item], rng) -> np.ndarray:
         image = images.resize_image(images.read_image(pool[rng.integers(len(pool))][0]), self.size)
@@ -243,6 +240,7 @@ class StyleTask:
         return {f"style.{k}": v for k, v in self.cfg.style.model_dump().items()}
 
     def load_state_dict(self, state: dict) -> int:
+        loop.load_rng_state(state, self.cfg.run.seed, self.spec.name, self.session.rank)
         return self.model.load_state_dict(state)
 
     def prepare(self, session: Session) -> None:
@@ -270,7 +268,8 @@ class StyleTask:
         return {}
 
     def state_dict(self, step: int) -> dict:
-        return self.model.state_dict(step)
+        """The CycleGAN (networks, optimizers, pools with their Python RNGs) and torch's RNG."""
+        return {**self.model.state_dict(step), **loop.rng_state()}
 
     def finish(self, step: int, resumed_from: int) -> dict:
         history = read_history(self.spec.out_dir)
