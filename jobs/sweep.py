@@ -6,7 +6,8 @@ The space is ``tune.space`` in the config (loguniform / uniform / choice / grid 
 stops weak trials early on the target-val mIoU the stages report while training (or fifo);
 Optuna can choose the samples (tune.search=optuna). Every trial is an MLflow run in the
 sweep's experiment: compare them in `make ui RUN=<run.dir>`. Running the same command again
-resumes an interrupted sweep without losing its finished trials.
+resumes an interrupted sweep without losing its finished trials, if its search space and base
+config are the same (otherwise it is refused, naming the keys; run.fresh=true starts over).
 """
 
 import json
@@ -19,9 +20,14 @@ from udas_ray import atomic, cli, cluster
 from udas_ray.data.splits import load_splits
 from udas_ray.driver import CONFIG_FILE, MANIFEST_FILE, check_run_dir
 from udas_ray.errors import UdasError
-from udas_ray.sweep import METRIC, parse_space, run_trial, trial_config, tune_space
+from udas_ray.sweep import (METRIC, check_resume, parse_space, record_inputs, reset_sweep_dir, run_trial,
+                            trial_config, tune_space)
 
 SWEEP_CONFIG = Path(__file__).resolve().parent.parent / "conf" / "sweep.yaml"
+
+
+def experiment_dir(run_dir: Path) -> Path:
+    return run_dir / "tune" / "sweep"
 
 
 def build_tuner(cfg, parsed, run_dir: Path):
@@ -30,10 +36,11 @@ def build_tuner(cfg, parsed, run_dir: Path):
 
     t = cfg.tune
     trainable = ray.tune.with_resources(run_trial, {"cpu": t.cpus_per_trial})
-    experiment = run_dir / "tune" / "sweep"
-    if ray.tune.Tuner.can_restore(experiment):
+    experiment = experiment_dir(run_dir)
+    if ray.tune.Tuner.can_restore(experiment):  # main checked its space and base config
         print(f"resuming the sweep in {experiment}")
         return ray.tune.Tuner.restore(str(experiment), trainable, resume_errored=True)
+    record_inputs(run_dir, cfg)  # what a resume must match
     search = None
     if t.search == "optuna":
         if any(kind == "grid" for kind, _ in parsed.values()):
@@ -79,11 +86,18 @@ def main(argv=None):
         raise UdasError("scaling.num_workers=0 (training inside the driver) does not work inside a Tune trial; "
                         "use scaling.num_workers=1 or more")
     check_run_dir(cfg)
+    run_dir = Path(cfg.run.dir).resolve()
+    if cfg.run.fresh:
+        reset_sweep_dir(run_dir)
+    else:
+        from ray.tune import Tuner
+
+        if Tuner.can_restore(experiment_dir(run_dir)):
+            check_resume(run_dir, cfg)
     for line in load_splits(cfg).describe():
         print(line)
     cluster.connect(cfg, dashboard=True)
     cluster.check_fits(cfg, reserved=cfg.tune.cpus_per_trial, what="the trial itself (tune.cpus_per_trial)")
-    run_dir = Path(cfg.run.dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic.write_text(run_dir / CONFIG_FILE, cfg.to_yaml())
     results = build_tuner(cfg, parsed, run_dir).fit()

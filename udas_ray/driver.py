@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from udas_ray import atomic
+from udas_ray import atomic, fingerprint
 from udas_ray import summary as summary_mod
 from udas_ray import tracking
 from udas_ray.config import Config, diff, read_yaml, validate
@@ -94,13 +94,25 @@ def check_run_dir(cfg: Config) -> None:
 
 
 def reset_run_dir(run_dir: Path) -> None:
-    """run.fresh: forget the stages of an earlier run (its MLflow history stays)."""
-    for name in ("stages", "pseudo", "ray", MANIFEST_FILE, CONFIG_FILE, *summary_mod.FILES):
-        path = run_dir / name
+    """run.fresh: forget everything an earlier run derived from its config (stages, Ray Train
+    checkpoints, pseudo-labels, the restyled source, cached class counts, seed folders, the
+    manifest and summaries); its MLflow history and the run lock stay."""
+    derived = ["stages", "pseudo", "ray", "style", "cache", MANIFEST_FILE, CONFIG_FILE, *summary_mod.FILES]
+    for path in [*(run_dir / name for name in derived), *run_dir.glob("seed_*")]:
         if path.is_dir():
             shutil.rmtree(path)
         elif path.exists():
             path.unlink()
+
+
+def stage_outputs(run_dir: Path, stage: StagePlan) -> list[Path]:
+    """What a stage leaves in the run folder (its Ray Train checkpoints included)."""
+    paths = [run_dir / "stages" / stage.name, run_dir / "ray" / stage.name]
+    if stage.kind == "pseudo":
+        paths += [run_dir / "pseudo" / f"round_{stage.round}", run_dir / "pseudo" / f".round_{stage.round}.staging"]
+    if stage.kind == "style":
+        paths.append(run_dir / "style")  # the restyled source and its staging folder
+    return paths
 
 
 class Manifest:
@@ -122,6 +134,55 @@ class Manifest:
 
     def save(self) -> None:
         atomic.write_json(self.path, summary_mod.clean(self.data))
+
+
+class StageInputs:
+    """Whether a resumed run may reuse each stage, asked in plan order (``udas_ray.fingerprint``).
+
+    A finished stage whose recorded inputs match today's is reused. One whose inputs changed
+    (a file list, its parent trained again, a config key) runs again, and so does every stage
+    after it; a half-run stage whose inputs changed starts over instead of resuming. A stage
+    that runs forgets its old outputs when needed and gets today's inputs recorded (with a new
+    id) before it starts. A finished stage from before inputs were recorded is reused and gets
+    today's recorded."""
+
+    def __init__(self, cfg: Config, splits: Splits, manifest: "Manifest", run_dir: Path, stages: list[StagePlan]):
+        self.cfg, self.splits, self.manifest, self.run_dir = cfg, splits, manifest, run_dir
+        self.parents = fingerprint.stage_parents(stages, cfg)
+        self.ran: str | None = None  # the first stage this job runs: every stage after it runs too
+
+    def reuse(self, stage: StagePlan) -> bool:
+        entries = self.manifest.data["stages"]
+        entry = entries.get(stage.name, {})
+        parent_ids = {p: entries.get(p, {}).get("fingerprint", {}).get("id") for p in self.parents[stage.name]}
+        current = fingerprint.stage_inputs(self.cfg, self.splits, stage, parent_ids, RESUMABLE_KEYS)
+        recorded, done = entry.get("fingerprint"), entry.get("status") == "done"
+        again = "labelling the target images again" if stage.kind == "pseudo" else "training it again"
+        forget = False
+        if self.ran is not None:
+            if done:
+                log.info("[%s] %s runs again, and so does every stage after it: %s", stage.name, self.ran, again)
+            forget = True
+        else:
+            changed = fingerprint.changes(recorded, current) if recorded else []
+            if done and not changed:
+                if recorded is None:
+                    log.info("[%s] no record of its inputs (it ran before they were recorded): taking today's",
+                             stage.name)
+                    self.manifest.update(stage.name, fingerprint=fingerprint.with_id(current))
+                return True
+            if changed:
+                log.info("[%s] inputs changed since it %s (%s): %s", stage.name, "ran" if done else "started",
+                         ", ".join(changed), again if done else "starting it over")
+                forget = True
+            self.ran = stage.name
+        if forget:
+            for path in stage_outputs(self.run_dir, stage):
+                if path.is_dir():
+                    shutil.rmtree(path)
+            entries[stage.name] = {"status": "pending"}  # a new MLflow run too
+        self.manifest.update(stage.name, fingerprint=fingerprint.with_id(current))
+        return False
 
 
 # ---------------------------------------------------------------------------- pipeline
@@ -158,8 +219,9 @@ class Pipeline:
         logger = tracking.logger_for(self.uri, parent)
         rows, models = [], {"previous": None, "teacher": None}  # what later stages start from
         stages, started, timed = plan(cfg), time.monotonic(), []
+        inputs = StageInputs(cfg, self.splits, manifest, self.run_dir, stages)
         for k, stage in enumerate(stages, 1):
-            if manifest.done(stage.name):
+            if inputs.reuse(stage):
                 log.info("stage %d/%d: %s (done before: reusing it)", k, len(stages), stage.name)
             else:
                 # rough: the mean of the stages run so far in this job, times the stages left to run
@@ -275,8 +337,13 @@ class Pipeline:
         spec = style.build_spec(self.splits.source, self.splits.target_train, self.run_dir / "stages" / "style",
                                 tracking_uri=self.uri, mlflow_run_id=run_id)
         metrics = style.run_on_ray(self.cfg, spec, self.run_dir / "ray")
-        translated = translate.translate_source(metrics["generator"], self.splits.source,
-                                                self.run_dir / "style" / "source", self.cfg)
+        restyled, at = self.run_dir / "style" / "source", self.cfg.style.translate_at
+        stale = fingerprint.restyled_changes(restyled, metrics["generator"], at)
+        if stale:  # made by another generator or at another size: not this stage's output
+            log.info("[style] %s was restyled otherwise (%s): restyling again", restyled, "; ".join(stale))
+            shutil.rmtree(restyled)
+        translated = translate.translate_source(metrics["generator"], self.splits.source, restyled, self.cfg)
+        fingerprint.record_generator(restyled, metrics["generator"], at)
         log.info("[style] restyled %d source images into %s", len(translated), translated.root)
         return {"model": metrics["generator"], "restyled": translated.root,
                 "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))}}

@@ -12,12 +12,19 @@ Each trial runs the whole self-training pipeline in ``RUN_DIR/trials/<trial>`` a
 run (with its stages nested under it) in the sweep's experiment, its swept values as params.
 Every target-val evaluation of every stage reaches Tune as ``miou``, so ASHA can stop a weak
 trial while its teacher is still training; the trial's last ``miou`` is its final stage's.
+
+Tune's restore resumes an interrupted sweep with the space and base config it started with,
+whatever the command line says now; so the first start records them (``sweep_inputs.json``,
+:func:`record_inputs`) and a resume with another space or base config is refused naming the
+keys (:func:`check_resume`); ``run.fresh=true`` starts the sweep over (:func:`reset_sweep_dir`).
 """
 
 from __future__ import annotations
 
 import difflib
+import json
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +33,9 @@ from udas_ray.errors import UdasError
 
 DISTRIBUTIONS = ("loguniform", "uniform", "choice", "grid")
 METRIC = "miou"
+INPUTS_FILE = "sweep_inputs.json"
+# what a fresh sweep removes; mlflow.db (the trials' history) stays
+SWEEP_OUTPUTS = ("tune", "trials", "best.yaml", "sweep.json", INPUTS_FILE)
 
 
 def _number(value, where: str) -> float:
@@ -117,3 +127,55 @@ def run_trial(config: dict) -> None:
     final = result["stages"][-1]
     tune.report({METRIC: final["miou"], "final_stage": final["name"], "pixel_accuracy": final["pixel_accuracy"],
                  "run_dir": trial_dir, "pipeline_finished": True})
+
+
+# ---------------------------------------------------------------------------- resuming
+def sweep_inputs(cfg: Config) -> dict:
+    """The search space and the base config (flat; without the keys a resume may change: the
+    driver's, except the ``tune`` section, which Tune's restore would silently keep)."""
+    from udas_ray.driver import RESUMABLE_KEYS
+
+    ignore = (*(k for k in RESUMABLE_KEYS if k != "tune"), "tune.space", "tune.cpus_per_trial")
+    base = {k: v for k, v in cfg.flat().items() if not any(k == p or k.startswith(p + ".") for p in ignore)}
+    return {"space": cfg.tune.space, "base": base}
+
+
+def record_inputs(run_dir: str | Path, cfg: Config) -> None:
+    from udas_ray.atomic import write_json
+
+    write_json(Path(run_dir) / INPUTS_FILE, sweep_inputs(cfg))
+
+
+def input_changes(recorded: dict, current: dict) -> list[str]:
+    """``["tune.space.x: a -> b", "loss.y: 1 -> 2", ...]``; a base key only one side has (the
+    schema changed) is not a change, a space key is."""
+    old, new = recorded.get("space", {}), current["space"]
+    out = [f"tune.space.{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+           if old.get(k) != new.get(k)]
+    old, new = recorded.get("base", {}), current["base"]
+    out += [f"{k}: {old[k]!r} -> {new[k]!r}" for k in new if k in old and old[k] != new[k]]
+    return out
+
+
+def check_resume(run_dir: str | Path, cfg: Config) -> None:
+    """Refuse to resume the sweep in ``run_dir`` with another space or base config (naming the
+    keys). A sweep started before its inputs were recorded gets today's recorded."""
+    path = Path(run_dir) / INPUTS_FILE
+    if not path.is_file():
+        record_inputs(run_dir, cfg)
+        return
+    changes = input_changes(json.loads(path.read_text()), sweep_inputs(cfg))
+    if changes:
+        shown = ", ".join(changes[:5]) + (f" and {len(changes) - 5} more" if len(changes) > 5 else "")
+        raise UdasError(f"{run_dir} holds a sweep over another search space or base config ({shown}); resuming "
+                        "it would run the old one: choose another run.dir, or pass run.fresh=true to start it over")
+
+
+def reset_sweep_dir(run_dir: str | Path) -> None:
+    """``run.fresh``: forget the trials, Tune's state and the results of an earlier sweep."""
+    for name in SWEEP_OUTPUTS:
+        path = Path(run_dir) / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
