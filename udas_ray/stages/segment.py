@@ -25,7 +25,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from udas_ray import tracking, visualize
+from udas_ray import visualize
 from udas_ray.adabn import adapt_batchnorm
 from udas_ray.checkpoints import load_model, load_state_into, save_model, unwrap
 from udas_ray.classes import NUM_CLASSES
