@@ -94,7 +94,8 @@ def test_pseudo_labels_are_published_atomically_with_statistics(ray_session, tin
     assert all(Path(s.label).is_file() for s in student.samples)
 
     # A threshold no pixel reaches: a warning and an all-ignore round, not a crash.
-    strict = pseudo.run_pseudo_labels(tiny_cfg.override({"pseudo.threshold": 1.0}), splits.target_train, model, final)
+    strict = pseudo.run_pseudo_labels(tiny_cfg.override({"pseudo.threshold": 1.0, "pseudo.selection": "global"}),
+                                      splits.target_train, model, final)
     assert strict["kept_share"] < 0.01
     from udas_ray.data.images import read_label
 
