@@ -142,8 +142,8 @@ def test_restyled_source_is_reused_only_with_its_own_generator(tmp_path):
     (restyled / "translated.json").write_text(json.dumps({"images": 3, "label_kind": "labelids",
                                                           "generator": str(generator), "translate_at": "train_size"}))
     assert fingerprint.restyled_changes(restyled, generator, "train_size") == ["no generator hash recorded"]
-    fingerprint.record_generator(restyled, generator, "train_size")
-    assert json.loads((restyled / "translated.json").read_text())["images"] == 3
+    (restyled / "translated.json").write_text(json.dumps({"images": 3, "label_kind": "labelids",
+                                                          **fingerprint.generator_record(generator, "train_size")}))
     assert fingerprint.restyled_changes(restyled, generator, "train_size") == []
     assert fingerprint.restyled_changes(restyled, generator, "original") == [
         "style.translate_at train_size -> original"]

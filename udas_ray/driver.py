@@ -343,7 +343,6 @@ class Pipeline:
             log.info("[style] %s was restyled otherwise (%s): restyling again", restyled, "; ".join(stale))
             shutil.rmtree(restyled)
         translated = translate.translate_source(metrics["generator"], self.splits.source, restyled, self.cfg)
-        fingerprint.record_generator(restyled, metrics["generator"], at)
         log.info("[style] restyled %d source images into %s", len(translated), translated.root)
         return {"model": metrics["generator"], "restyled": translated.root,
                 "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))}}

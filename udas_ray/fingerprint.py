@@ -149,15 +149,3 @@ def restyled_changes(final_root: str | Path, generator_path: str | Path, transla
     if info.get("translate_at") != translate_at:
         out.append(f"style.translate_at {info.get('translate_at')} -> {translate_at}")
     return out
-
-
-def record_generator(final_root: str | Path, generator_path: str | Path, translate_at: str) -> None:
-    """Add :func:`generator_record` to ``final_root/translated.json`` (until translate_source
-    writes it itself)."""
-    from udas_ray.atomic import write_json
-
-    marker = Path(final_root) / "translated.json"
-    info = json.loads(marker.read_text())
-    record = generator_record(generator_path, translate_at)
-    if any(info.get(k) != v for k, v in record.items()):
-        write_json(marker, {**info, **record})

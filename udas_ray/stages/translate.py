@@ -24,6 +24,7 @@ from udas_ray.config import Config
 from udas_ray.data import images
 from udas_ray.data.readers import Sample, Split, read_gta5
 from udas_ray.errors import UdasError
+from udas_ray.fingerprint import generator_record
 from udas_ray.models.cyclegan import to_tensor, to_uint8
 from udas_ray.atomic import write_json
 from udas_ray.progress import Ticker
@@ -130,8 +131,8 @@ def translate_source(generator_path: str | Path, source: Split, final_root: str 
     if done != len(source):
         raise RuntimeError(f"style translation saw {done} of {len(source)} images")
     write_json(staging / TRANSLATED_FILE, {"images": len(source), "label_kind": source.label_kind,
-                                            "source_root": source.root, "generator": str(generator_path),
-                                            "translate_at": st.translate_at})
+                                            "source_root": source.root,
+                                            **generator_record(generator_path, st.translate_at)})
     if final_root.exists():
         shutil.rmtree(final_root)
     os.replace(staging, final_root)
