@@ -162,3 +162,36 @@ def test_batch_builder_without_augmentation_passes_examples_through(streams):
         assert not flipped and np.array_equal(ex["sup_image"], loaded[k][0])
     again = BatchBuilder(streams, AugmentParams(flip=False), seed=0)
     assert np.array_equal(builder.example(3)["mix_label"], again.example(3)["mix_label"])  # slot -> same example
+
+
+# ------------------------------------------------------------------ random scale and crop
+def test_scale_crop_is_identity_at_scale_one_and_full_crop():
+    label = np.arange(16 * 24).reshape(16, 24) % 19
+    image, out = augment.random_scale_crop(IMG_A, label, np.random.default_rng(0), (1.0, 1.0), (16, 24))
+    assert np.array_equal(image, IMG_A) and np.array_equal(out, label)
+
+
+def test_scale_crop_pads_with_ignore_and_never_invents_classes():
+    label = np.zeros((16, 24), np.uint8)
+    label[:, 12:] = 13
+    rng = np.random.default_rng(1)
+    image, out = augment.random_scale_crop(IMG_A, label, rng, (0.5, 0.5), (16, 24))  # 8x12 into 16x24
+    assert image.shape == (16, 24, 3) and out.shape == (16, 24)
+    assert (out[8:] == 255).all() and (out[:, 12:] == 255).all() and (image[8:] == 0).all()
+    assert set(np.unique(out[:8, :12]).tolist()) == {0, 13}  # nearest: only the label's own classes
+    for _ in range(5):  # zoomed in: a window of the label scaled x2, still only its classes
+        image, out = augment.random_scale_crop(IMG_A, label, rng, (2.0, 2.0), (10, 10))
+        assert image.shape == (10, 10, 3) and set(np.unique(out).tolist()) <= {0, 13}
+    image, none = augment.random_scale_crop(IMG_A, None, rng, (0.5, 2.0), (12, 12))
+    assert image.shape == (12, 12, 3) and none is None
+
+
+def test_batch_builder_crops_every_stream_to_the_crop_size(streams):
+    params = AugmentParams(flip=True, scale=(0.5, 2.0), crop=(16, 32))
+    batch = BatchBuilder(streams, params, seed=0)({"id": np.arange(6)})
+    assert batch["sup_image"].shape == (6, 16, 32, 3) and batch["sup_label"].shape == (6, 16, 32)
+    assert batch["mix_image"].shape == (6, 16, 32, 3) and batch["target_image"].shape == (6, 16, 32, 3)
+    for label in batch["mix_label"]:  # road, car, or padding: nothing else appears
+        assert set(np.unique(label).tolist()) <= {0, 13, 255}
+    plain = BatchBuilder(streams, AugmentParams(flip=True), seed=0)({"id": np.arange(6)})
+    assert plain["sup_image"].shape == (6, 24, 40, 3)  # off by default

@@ -391,3 +391,16 @@ def test_keys_table_command_writes_between_the_markers(tmp_path):
     doc.write_text("no markers\n")
     proc = run("--keys-table", "--write", str(doc))
     assert proc.returncode == 2 and "keys:start" in proc.stderr and doc.read_text() == "no markers\n"
+
+
+@pytest.mark.parametrize("override, key", [
+    ("augment.scale=[2.0,0.5]", "augment.scale"),
+    ("augment.crop=[0,64]", "augment.crop"),
+    ("pseudo.scales=[1.0,-0.5]", "pseudo.scales"),
+    ("loss.mic_ratio=1.0", "loss.mic_ratio"),
+])
+def test_scale_crop_and_masking_values_are_checked(override, key):
+    from udas_ray.config import load_config
+
+    with pytest.raises(UdasError, match=key.replace(".", r"\.")):
+        load_config(None, [override])

@@ -158,3 +158,63 @@ def test_classmix_loss_by_hand():
     assert step.notes["q"] == pytest.approx(0.5)
     loss.backward()
     assert step.model.w.grad is not None
+
+
+def test_patch_mask_drops_whole_squares_at_the_ratio():
+    from udas_ray.stages.terms import patch_keep_mask
+
+    g = torch.Generator().manual_seed(0)
+    keep = patch_keep_mask(64, 10, 20, 4, 0.7, "cpu", generator=g)
+    assert keep.shape == (64, 1, 10, 20) and set(keep.unique().tolist()) <= {0.0, 1.0}
+    # constant inside every 4x4 square (the last row of squares is cut to 2 pixels)
+    blocks = keep[:, 0, :8, :].reshape(64, 2, 4, 5, 4)
+    assert (blocks == blocks[:, :, :1, :, :1]).all()
+    assert keep.mean().item() == pytest.approx(0.3, abs=0.03)  # 64 images x 15 squares kept at 1 - 0.7
+    assert patch_keep_mask(2, 5, 5, 2, 0.0, "cpu").min().item() == 1.0  # ratio 0: nothing masked
+
+
+def test_masked_image_consistency_by_hand():
+    """The model sees its image with squares blanked to the mean colour (0 after normalisation)
+    and is scored against the whole image's label; the mean teacher's quality weights images."""
+    from udas_ray.config import Config
+    from udas_ray.stages.terms import TERMS, Step
+
+    seen = []
+
+    class Uniform(torch.nn.Module):  # logits 0: every labelled pixel costs log(19)
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, x):
+            seen.append(x)
+            return torch.zeros(x.shape[0], 19, *x.shape[2:]) + self.w
+
+    h, w = 8, 12
+    label = torch.full((2, h, w), 3, dtype=torch.uint8)
+    label[1] = 255  # nothing labelled in the second image
+    label[0, :, :6] = 255  # half of the first
+    batch = {"sup_image": torch.full((2, h, w, 3), 200, dtype=torch.uint8), "sup_label": label}
+    cfg = Config().override({"loss.lambda_mic": 1.0, "loss.mic_patch": 4, "loss.mic_ratio": 0.5})
+    step = Step(Uniform(), batch, "cpu", cfg, {})
+    loss = TERMS["mic"].loss(step)
+    assert loss.item() == pytest.approx(math.log(19))  # mean over labelled pixels only, masked or not
+    x = seen[-1]
+    whole = step.image("sup")
+    blank = (x == 0).all(dim=1)
+    assert blank.any() and (~blank).any()  # some squares masked, some kept
+    assert torch.equal(x[~blank.unsqueeze(1).expand_as(x)], whole[~blank.unsqueeze(1).expand_as(whole)])
+    loss.backward()
+    assert step.model.w.grad is not None
+
+    class Teacher:  # the ema stage: the mean teacher labels the target image, confident on half of it
+        def __init__(self):
+            self.net = lambda image: torch.cat([torch.full((1, 1, h, w), 10.0), torch.zeros(1, 18, h, w)], 1) \
+                * torch.cat([torch.ones(1, 1, h, w // 2), torch.zeros(1, 1, h, w // 2)], 3)
+
+    batch = {"target_image": torch.full((1, h, w, 3), 90, dtype=torch.uint8)}
+    step = Step(Uniform(), batch, "cpu", cfg, {"mix": Teacher()})
+    loss = TERMS["mic"].loss(step)
+    # every pixel labelled (argmax of the teacher), the image weighted by its confident share 1/2
+    assert step.notes["mic_quality"] == pytest.approx(0.5)
+    assert loss.item() == pytest.approx(0.5 * math.log(19))

@@ -141,3 +141,20 @@ def test_apply_thresholds_ignores_exactly_the_unconfident_pixels():
     label = apply_thresholds(pred, conf, t)
     assert label.tolist() == [[0, IGNORE, 1], [IGNORE, 2, IGNORE]]
     assert pred.tolist() == [[0, 0, 1], [1, 2, 2]]  # input untouched
+
+
+def test_merge_views_at_several_scales_resizes_back_and_takes_the_most_confident():
+    class SizeAware(nn.Module):  # class 1's logit grows with the input's height; class 0's is 1
+        def forward(self, x):
+            n, _, h, w = x.shape
+            logits = torch.zeros(n, 2, h, w)
+            logits[:, 0] = 1.0
+            logits[:, 1] = h / 4
+            return logits
+
+    image = np.zeros((4, 6, 3), np.uint8)
+    cls, conf = merge_views(SizeAware(), [(image, False)], temperature=1.0)
+    assert cls.shape == (4, 6) and conf == pytest.approx(np.full((4, 6), 0.5))  # a tie at the image's own size
+    cls, conf = merge_views(SizeAware(), [(image, False), (image, True)], temperature=1.0, scales=(1.0, 2.0))
+    # at twice the size class 1 wins with logits (1, 2): confidence sig(1), at the original 4x6 pixels
+    assert cls.shape == (4, 6) and (cls == 1).all() and conf == pytest.approx(np.full((4, 6), sig(1)), abs=1e-6)

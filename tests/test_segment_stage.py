@@ -189,3 +189,19 @@ def test_cross_entropy_terms_are_averaged_and_regularizers_added():
     weighted = [(TERMS["seg"], 1.0, t(2.0)), (TERMS["target"], 3.0, t(4.0)), (TERMS["adv"], 0.5, t(1.0))]
     assert total_loss(weighted).item() == pytest.approx((2.0 + 3 * 4.0) / 4 + 0.5)
     assert total_loss([(TERMS["seg"], 1.0, t(2.0))]).item() == pytest.approx(2.0)  # one term: unchanged
+
+
+def test_masked_consistency_joins_students_and_ema_by_its_key(tiny_cfg, tmp_path):
+    from udas_ray.data.readers import Split
+
+    splits = load_splits(tiny_cfg)
+    pseudo = Split("pseudo", "x", "train", splits.target_train.samples, "labelids")
+    assert "mic" not in kinds.build_spec(tiny_cfg, splits, "student", "round_1", tmp_path, pseudo=pseudo).terms
+    cfg = tiny_cfg.override({"loss.lambda_mic": 0.5, "loss.mic_patch": 8})
+    student = kinds.build_spec(cfg, splits, "student", "round_1", tmp_path / "s", pseudo=pseudo)
+    assert student.terms["mic"] == pytest.approx(0.5)
+    assert "mic" in kinds.build_spec(cfg, splits, "ema", "ema", tmp_path / "e").terms
+    assert "mic" not in spec_for(cfg, "teacher", tmp_path).terms  # the teacher has no labels to keep
+    segment.run_plain(cfg, student)
+    logged = [r for r in read_history(student.out_dir) if "loss" in r]
+    assert logged and all(r["loss_mic"] > 0 for r in logged)

@@ -164,6 +164,12 @@ class Loss(Section):
     # An unlabeled pixel of a mixed image counts with the share of its image's pixels the model is
     # this confident about (DACS / DAFormer's quality weight).
     mix_confidence: float = Field(0.968, ge=0, le=1)
+    # Masked image consistency (MIC) in the students and the ema stage: the model must predict a
+    # pseudo-label from its image with patches masked out. Weight; 0 = off.
+    lambda_mic: float = Field(0.0, ge=0)
+    # Side of a masked square in pixels of the training image (MIC: 32 at 512x512 crops).
+    mic_patch: int = Field(32, ge=1)
+    mic_ratio: float = Field(0.7, ge=0, lt=1)  # share of squares masked out (MIC: 0.7)
 
 
 # -------------------------------------------------------------------------------- augment
@@ -201,6 +207,20 @@ class Augment(Section):
     cutmix: CutMix = CutMix()
     randomize: Randomize = Randomize()
     flip: bool = True  # random horizontal flips of training images
+    # Random rescale of every training image by a factor in [min, max], then a random crop
+    # (mmseg / DAFormer: [0.5, 2.0]); null = off.
+    scale: Optional[tuple[float, float]] = None
+    # [H, W] of that crop (padded with ignore where the rescaled image is smaller); null = the
+    # image's own size. Setting only crop takes random crops without rescaling.
+    crop: Optional[tuple[int, int]] = None
+
+    @model_validator(mode="after")
+    def _scale_range(self):
+        if self.scale is not None and not 0 < self.scale[0] <= self.scale[1]:
+            raise ValueError(f"augment.scale must be [min, max] with 0 < min <= max, got {list(self.scale)}")
+        if self.crop is not None and min(self.crop) < 1:
+            raise ValueError(f"augment.crop must be [H, W] of positive sizes, got {list(self.crop)}")
+        return self
 
 
 # --------------------------------------------------------------------------------- pseudo
@@ -213,6 +233,16 @@ class Pseudo(Section):
     selection: Literal["global", "class_balanced"] = "class_balanced"
     class_fraction: float = Field(0.5, gt=0, le=1)
     flip: bool = True  # use horizontal flips among the views (inverted before merging)
+    # Each view is also predicted resized by each of these factors (multi-scale testing, e.g.
+    # [0.75, 1.0, 1.25]); K x len(scales) predictions compete per pixel.
+    scales: list[float] = Field(default_factory=lambda: [1.0], min_length=1)
+
+    @field_validator("scales")
+    @classmethod
+    def _positive_scales(cls, v):
+        if min(v) <= 0:
+            raise ValueError(f"every factor must be > 0, got {v}")
+        return v
     batch_size: int = Field(16, ge=1)
     actors: int = Field(1, ge=1)
     cpus_per_actor: float = Field(1.0, gt=0)

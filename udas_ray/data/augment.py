@@ -95,6 +95,29 @@ def hflip(image: np.ndarray, label: np.ndarray | None = None):
     return image[:, ::-1].copy(), label[:, ::-1].copy()
 
 
+def random_scale_crop(image: np.ndarray, label: np.ndarray | None, rng: np.random.Generator,
+                      scale: tuple[float, float], crop: tuple[int, int], ignore: int = 255):
+    """Resize by a factor drawn uniformly from ``scale`` (bilinear; the label nearest), then cut a
+    ``crop`` = (H, W) window at a random place. Where the resized image is smaller than the crop
+    it is padded: black pixels, ``ignore`` labels. Returns (image, label or None)."""
+    from udas_ray.data.images import resize_image, resize_label
+
+    factor = rng.uniform(*scale)
+    h, w = (max(1, int(round(n * factor))) for n in image.shape[:2])
+    image = resize_image(image, (h, w))
+    label = resize_label(label, (h, w)) if label is not None else None
+    ch, cw = crop
+    y0, x0 = int(rng.integers(0, max(h - ch, 0) + 1)), int(rng.integers(0, max(w - cw, 0) + 1))
+    out_image = np.zeros((ch, cw, 3), np.uint8)
+    window = image[y0 : y0 + ch, x0 : x0 + cw]
+    out_image[: window.shape[0], : window.shape[1]] = window
+    if label is None:
+        return out_image, None
+    out_label = np.full((ch, cw), ignore, label.dtype)
+    out_label[: window.shape[0], : window.shape[1]] = label[y0 : y0 + ch, x0 : x0 + cw]
+    return out_image, out_label
+
+
 # ------------------------------------------------------------- appearance randomization
 def randomize_appearance(
     image: np.ndarray,

@@ -75,6 +75,8 @@ class AugmentParams:
     jitter_sup: bool = False  # jitter the supervised stream too (the mix stream always is)
     randomize: dict | None = None  # appearance randomization of the supervised stream (replaces jitter)
     classmix_sup: bool = False  # ClassMix two supervised examples (a noisy student's target images)
+    scale: tuple[float, float] | None = None  # random rescale factor range, then a random crop
+    crop: tuple[int, int] | None = None  # (H, W) of that crop; None = each stream's own size
 
     @classmethod
     def from_config(cls, augment, *, jitter_sup: bool = False, randomize: bool = False,
@@ -83,7 +85,9 @@ class AugmentParams:
         strengths = augment.randomize.model_dump(exclude={"enabled"}) if randomize else None
         return cls(flip=augment.flip, **augment.jitter.model_dump(), cutmix_alpha=augment.cutmix.alpha,
                    cutmix_both_directions=augment.cutmix.both_directions, jitter_sup=jitter_sup,
-                   randomize=strengths, classmix_sup=classmix_sup)
+                   randomize=strengths, classmix_sup=classmix_sup,
+                   scale=tuple(augment.scale) if augment.scale else None,
+                   crop=tuple(augment.crop) if augment.crop else None)
 
 
 def stage_seed(seed: int, *names: str) -> int:
@@ -120,8 +124,13 @@ class BatchBuilder:
         p = self.params
         return augment.color_jitter(image, rng, p.brightness, p.contrast, p.saturation, p.hue)
 
-    def _flip(self, rng, image, label=None):
-        if self.params.flip and rng.random() < 0.5:
+    def _geometric(self, rng, image, label=None):
+        """Random rescale and crop (when ``scale`` or ``crop`` is set), then a random mirror."""
+        p = self.params
+        if p.scale or p.crop:
+            image, label = augment.random_scale_crop(image, label, rng, p.scale or (1.0, 1.0),
+                                                     p.crop or image.shape[:2])
+        if p.flip and rng.random() < 0.5:
             return augment.hflip(image, label) if label is not None else (augment.hflip(image), None)
         return image, label
 
@@ -145,7 +154,7 @@ class BatchBuilder:
             other_image, other_label = load_item(self._draw_sup(rng), s.sup_size)
             mask = augment.classmix_mask(label, rng)
             image, label = augment.mix_with_mask(image, label, other_image, other_label, mask)
-        image, label = self._flip(rng, image, label)
+        image, label = self._geometric(rng, image, label)
         if p.randomize:
             image = augment.randomize_appearance(image, rng, **p.randomize)
         elif p.jitter_sup:
@@ -160,14 +169,14 @@ class BatchBuilder:
                 image, label = augment.cutmix(tgt_image, tgt_label, src_image, src_label, box)
             else:  # a target box in the source image
                 image, label = augment.cutmix(src_image, src_label, tgt_image, tgt_label, box)
-            image, label = self._flip(rng, image, label)
+            image, label = self._geometric(rng, image, label)
             out["mix_image"], out["mix_label"] = self._jitter(image, rng), label
         if s.has_target:
             image, _ = load_item(s.target[rng.integers(len(s.target))], s.target_size)
-            out["target_image"], _ = self._flip(rng, image)
+            out["target_image"], _ = self._geometric(rng, image)
         if s.labeled:
             image, label = load_item(s.labeled[rng.integers(len(s.labeled))], s.target_size)
-            image, label = self._flip(rng, image, label)
+            image, label = self._geometric(rng, image, label)
             out["labeled_image"], out["labeled_label"] = self._jitter(image, rng), label
         return out
 

@@ -10,11 +10,13 @@ The driver runs two more kinds of stage that train no segmenter: ``pseudo`` (lab
   teacher            source + the adversarial term; with labeled target images also CutMix of
                      source with them (both directions), the images whole, and ClassMix of them
                      onto unlabeled target images (intra-domain mixing)
-  ema                a mean teacher labels target images mixed with source ones (DACS / DAFormer)
+  ema                a mean teacher labels target images mixed with source ones (DACS / DAFormer),
+                     and masked target images must match its labels (MIC, loss.lambda_mic)
   supervised         labeled target only (the SL baseline)
   oracle             every target-train label (the upper bound)
   student            pseudo-labeled target, a fixed share of labeled target (ground truth wins
-                     over pseudo-labels), the noisy student's augmentation
+                     over pseudo-labels), the noisy student's augmentation, masked image
+                     consistency (MIC, loss.lambda_mic)
 """
 
 from __future__ import annotations
@@ -52,11 +54,11 @@ KINDS: dict[str, StageKind] = {k.name: k for k in (
     StageKind("source_randomized", "source", randomize=True, rare_class_sampling=True),
     StageKind("teacher", "source", ("seg", "cm", "target", "intra", "adv", "entropy"), randomize=True,
               rare_class_sampling=True, adabn=True, labels_target=True),
-    StageKind("ema", "source", ("seg", "mix"), randomize=True, rare_class_sampling=True, mixes_domains=True,
+    StageKind("ema", "source", ("seg", "mix", "mic"), randomize=True, rare_class_sampling=True, mixes_domains=True,
               adabn=True, starts_from="teacher"),
     StageKind("supervised", "labeled_target"),
     StageKind("oracle", "target_train"),
-    StageKind("student", "pseudo", noisy=True, labels_target=True, starts_from="previous"),
+    StageKind("student", "pseudo", ("seg", "mic"), noisy=True, labels_target=True, starts_from="previous"),
 )}
 
 

@@ -1,7 +1,8 @@
 """Pseudo-labels: the teacher labels the unlabeled target set, as Ray Data batch inference.
 
 For every target-train image the teacher predicts K views (the image, its mirror image, then
-colour-jittered copies; a mirrored prediction is mirrored back before merging), softmax with
+colour-jittered copies; a mirrored prediction is mirrored back before merging), each at every
+size of ``pseudo.scales`` (resized back before merging), softmax with
 temperature, and keeps per pixel the class of the most confident view. Pixels whose merged
 confidence is under the threshold become 255. Thresholds are either ``pseudo.threshold`` for
 every class (``pseudo.selection=global``) or, per class, the confidence above which that
@@ -54,6 +55,7 @@ class ViewParams:
     contrast: float = 0.2
     saturation: float = 0.2
     hue: float = 0.02
+    scales: tuple[float, ...] = (1.0,)  # each of the K views is predicted at every one of these sizes
 
 
 def make_views(image: np.ndarray, params: ViewParams, seed: int) -> list[tuple[np.ndarray, bool]]:
@@ -70,13 +72,29 @@ def make_views(image: np.ndarray, params: ViewParams, seed: int) -> list[tuple[n
 
 
 @torch.no_grad()
-def merge_views(model, views: list[tuple[np.ndarray, bool]], temperature: float, device="cpu") -> tuple[np.ndarray, np.ndarray]:
-    """(class map uint8, confidence float32) of the per-pixel most confident view."""
+def merge_views(model, views: list[tuple[np.ndarray, bool]], temperature: float, device="cpu",
+                scales: tuple[float, ...] = (1.0,)) -> tuple[np.ndarray, np.ndarray]:
+    """(class map uint8, confidence float32) of the per-pixel most confident view. With several
+    ``scales`` every view is also predicted resized by each factor; its softmax is resized back
+    (bilinear) before the views compete."""
+    import torch.nn.functional as F
+
     from udas_ray.inference import predict_probs
 
-    probs = predict_probs(model, np.stack([v for v, _ in views]), temperature, device).cpu()
-    probs = torch.stack([p.flip(-1) if mirrored else p for p, (_, mirrored) in zip(probs, views)])
-    conf, cls = probs.max(dim=1)  # (K, H, W) each
+    stack = np.stack([v for v, _ in views])
+    size = stack.shape[1:3]
+    per_scale = []
+    for factor in scales:
+        scaled = stack
+        if factor != 1.0:
+            shape = tuple(max(8, int(round(n * factor))) for n in size)
+            scaled = np.stack([images.resize_image(v, shape) for v in stack])
+        probs = predict_probs(model, scaled, temperature, device).float()
+        if probs.shape[2:] != size:
+            probs = F.interpolate(probs, size=size, mode="bilinear", align_corners=False)
+        per_scale.append(torch.stack([p.flip(-1) if mirrored else p for p, (_, mirrored) in zip(probs.cpu(), views)]))
+    probs = torch.cat(per_scale)
+    conf, cls = probs.max(dim=1)  # (K * scales, H, W) each
     best = conf.argmax(dim=0, keepdim=True)
     return cls.gather(0, best)[0].numpy().astype(np.uint8), conf.gather(0, best)[0].numpy()
 
@@ -105,7 +123,7 @@ class TeacherPredictor:
         for image_path, name, seed in zip(batch["image"], batch["name"], batch["seed"]):
             image = images.resize_image(images.read_image(image_path), self.size)
             pred, conf = merge_views(self.model, make_views(image, self.params, int(seed)),
-                                     self.params.temperature, self.device)
+                                     self.params.temperature, self.device, self.params.scales)
             stem = Path(str(name)).stem
             images.write_png(self.staging / "pred" / f"{stem}.png", pred)
             images.write_png(self.staging / "pred" / f"{stem}.conf.png", np.round(conf * 65535).astype(np.uint16))
@@ -200,7 +218,8 @@ def predict_to_staging(cfg, split: Split, model_path: str | Path, staging: str |
     p = cfg.pseudo
     log.info("[%s] the teacher predicts %d views of %d images on %d actor(s); the first results come once "
              "the actors have loaded it", what, p.k, len(split), p.actors)
-    params = ViewParams(k=p.k, flip=p.flip, temperature=p.temperature, **cfg.augment.jitter.model_dump())
+    params = ViewParams(k=p.k, flip=p.flip, temperature=p.temperature, scales=tuple(p.scales),
+                        **cfg.augment.jitter.model_dump())
     rows = [{"image": s.image, "name": s.name, "seed": cfg.run.seed * 1_000_003 + i} for i, s in enumerate(split.samples)]
     ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // p.batch_size, 64)))
     out = ds.map_batches(

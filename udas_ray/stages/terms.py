@@ -134,6 +134,30 @@ def classmix_loss(step: Step, pasted: str, base: str, base_probs: torch.Tensor, 
     return (per_pixel * weight * valid).sum() / valid.sum().clamp_min(1.0)
 
 
+def patch_keep_mask(n: int, height: int, width: int, patch: int, ratio: float, device,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+    """(N, 1, H, W) float mask for masked image consistency: the image is cut into ``patch`` x
+    ``patch`` squares (the last row and column may be smaller) and each is dropped (0) with
+    probability ``ratio``, kept (1) otherwise."""
+    rows, cols = -(-height // patch), -(-width // patch)
+    keep = (torch.rand(n, 1, rows, cols, generator=generator) >= ratio).float()
+    full = keep.repeat_interleave(patch, dim=2).repeat_interleave(patch, dim=3)
+    return full[:, :, :height, :width].to(device)
+
+
+def masked_loss(step: Step, image: torch.Tensor, label: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy of the segmenter on ``image`` with random patches blanked out (set to the
+    normalised mean colour, 0), against ``label`` of the whole image: what is hidden must be
+    inferred from its context. ``weight`` (N,) scales each image's pixels (the quality weight)."""
+    c = step.cfg.loss
+    keep = patch_keep_mask(image.shape[0], image.shape[2], image.shape[3], c.mic_patch, c.mic_ratio, image.device)
+    per_pixel = F.cross_entropy(step.model(image * keep), label, ignore_index=IGNORE, reduction="none")
+    valid = (label != IGNORE).float()
+    if weight is not None:
+        per_pixel = per_pixel * weight[:, None, None]
+    return (per_pixel * valid).sum() / valid.sum().clamp_min(1.0)
+
+
 def total_loss(weighted: list[tuple["Term", float, torch.Tensor]]) -> torch.Tensor:
     """The weighted mean of the cross-entropy terms plus the weighted regularizers."""
     ce = [(w, loss) for t, w, loss in weighted if not t.regularizer]
@@ -217,6 +241,23 @@ def adversarial(step: Step) -> torch.Tensor:
     loss = step.cfg.loss
     return losses.adversarial_loss(step.companions["adv"].net, step.logits("target"), loss.temperature,
                                    loss.confidence)
+
+
+@term("mic", weight="loss.lambda_mic", reads=("sup",))
+def masked_image_consistency(step: Step) -> torch.Tensor:
+    """Masked image consistency (MIC, Hoyer et al. 2023). A student predicts, from its
+    pseudo-labeled image with patches masked out, the pseudo-label of the whole image (already
+    confidence-filtered by the teacher's K views). In the ``ema`` stage the mean teacher labels
+    the unmasked target image and each image counts with the share of pixels it is confident
+    about, as in MIC."""
+    if "mix" in step.companions:  # the ema stage: the mean teacher labels the whole target image
+        image = step.image("target")
+        with torch.no_grad():
+            confidence, pseudo = torch.softmax(step.companions["mix"].net(image), dim=1).max(dim=1)
+            quality = (confidence > step.cfg.self_training.ema_threshold).float().mean(dim=(1, 2))
+        step.notes["mic_quality"] = quality.mean().item()
+        return masked_loss(step, image, pseudo, quality)
+    return masked_loss(step, step.image("sup"), step.label("sup"))
 
 
 @term("entropy", weight="loss.lambda_entropy", reads=("target",), regularizer=True)
