@@ -1,11 +1,13 @@
 """Ablation of what makes the rounds pay off, on the embedded benchmark.
 
-    python bench/ablation.py [--config conf/default.yaml] [--rows full,no_randomize,...] [key=value ...]
+    python bench/ablation.py [--config conf/default.yaml] [--rows full,no_randomize,...] [--seeds 0,1,2] [key=value ...]
 
-Runs the pipeline once per row (each in bench/results/ablation/<row>), the baselines once (in
-the first row), and writes the table of the final mIoU and the share of the domain gap closed,
-(final - source_only) / (oracle - source_only), to bench/results/ablation.md and into
-docs/RESULTS.md between its ablation markers. Rows resume like any run: rerunning skips finished stages.
+Runs the pipeline once per row and seed (each in bench/results/ablation/<row>/seed_<s>), the
+baselines once per seed (in the first row), and writes the table of the teacher's and the final
+mIoU and the share of the domain gap closed, (final - source_only) / (oracle - source_only) with
+each seed's own baselines, as mean ± sample std over the seeds, to bench/results/ablation.md and
+into docs/RESULTS.md between its ablation markers. Rows resume like any run: rerunning skips
+finished stages.
 """
 
 import argparse
@@ -16,6 +18,7 @@ from pathlib import Path
 import ray
 import yaml
 
+from common import mean_std
 from udas_ray.cli import DEFAULT_CONFIG
 from udas_ray.cluster import connect
 from udas_ray.config import flatten, load_config
@@ -50,13 +53,28 @@ ROWS = {
 
 
 def table(results: dict, baselines: dict) -> str:
-    so, oracle = baselines["source_only"], baselines["oracle"]
-    lines = [f"source-only {so:.1f} mIoU, oracle {oracle:.1f} mIoU (gap {oracle - so:.1f}).", "",
-             "| row | what | teacher | final stage | final mIoU | gap closed |", "| --- | --- | --- | --- | --- | --- |"]
-    for name, r in results.items():
-        closed = 100 * (r["final"] - so) / (oracle - so)
-        lines.append(f"| {name} | {ROWS[name][0]} | {r['teacher']:.1f} | {r['final_stage']} | {r['final']:.1f} | {closed:.0f} % |")
+    """``results[row][seed]`` = {"teacher", "final_stage", "final"}; ``baselines[seed]`` =
+    {"source_only", "oracle"}. Gap closed per seed with that seed's baselines."""
+    seeds = sorted(baselines)
+    so = [baselines[s]["source_only"] for s in seeds]
+    oracle = [baselines[s]["oracle"] for s in seeds]
+    over = f" over seeds {', '.join(map(str, seeds))} (mean ± std)" if len(seeds) > 1 else f", seed {seeds[0]}"
+    lines = [f"source-only {mean_std(so)} mIoU, oracle {mean_std(oracle)} mIoU{over}.", "",
+             "| row | what | teacher | final stage | final mIoU | gap closed (%) |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for name, per_seed in results.items():
+        runs = [per_seed[s] for s in seeds if s in per_seed]
+        closed = [100 * (per_seed[s]["final"] - baselines[s]["source_only"])
+                  / (baselines[s]["oracle"] - baselines[s]["source_only"]) for s in seeds if s in per_seed]
+        lines.append(f"| {name} | {ROWS[name][0]} | {mean_std([r['teacher'] for r in runs])} | {runs[0]['final_stage']} "
+                     f"| {mean_std([r['final'] for r in runs])} | {mean_std(closed)} |")
     return "\n".join(lines)
+
+
+def final_stage(rows: dict) -> str:
+    """The last round, or the ema stage when it ran instead of rounds."""
+    rounds = [k for k in rows if k.startswith("round_")]
+    return rounds[-1] if rounds else "ema"
 
 
 def write_between_markers(doc: Path, text: str) -> None:
@@ -72,24 +90,30 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default=str(DEFAULT_CONFIG))
     p.add_argument("--rows", default=",".join(ROWS))
+    p.add_argument("--seeds", default="0", help="comma-separated run.seed values; each row runs once per seed")
     p.add_argument("overrides", nargs="*")
     args = p.parse_args()
-    names = args.rows.split(",")
+    names, seeds = args.rows.split(","), [int(s) for s in args.seeds.split(",")]
+    unknown = [n for n in names if n not in ROWS]
+    if unknown:
+        raise SystemExit(f"unknown ablation row(s) {', '.join(unknown)}; rows: {', '.join(ROWS)}")
     base = load_config(args.config, args.overrides)
     connect(base)
     Driver = driver_actor()
-    results, baselines = {}, {}
-    for i, name in enumerate(names):
-        cfg = base.override({**ROWS[name][1], "run.dir": str(RESULTS / "ablation" / name), "run.baselines": i == 0,
-                             "mlflow.tracking_uri": f"sqlite:///{RESULTS / 'ablation' / 'mlflow.db'}"})
-        summary = ray.get(Driver.remote(cfg.to_dict(), load_splits(cfg)).run.remote())
-        rows = {r["name"]: r["miou"] for r in summary["stages"]}
-        baselines.update({k: rows[k] for k in ("source_only", "oracle") if k in rows})
-        final = "ema" if "ema" in rows and not any(k.startswith("round_") for k in rows) else \
-            [k for k in rows if k.startswith("round_")][-1]
-        results[name] = {"teacher": rows["teacher"], "final_stage": final, "final": rows[final],
-                         "rounds": {k: v for k, v in rows.items() if k.startswith("round_")}}
-        print(name, json.dumps(results[name]), flush=True)
+    results, baselines = {name: {} for name in names}, {}
+    for seed in seeds:
+        for i, name in enumerate(names):
+            cfg = base.override({**ROWS[name][1], "run.seed": seed, "run.baselines": i == 0,
+                                 "run.dir": str(RESULTS / "ablation" / name / f"seed_{seed}"),
+                                 "mlflow.tracking_uri": f"sqlite:///{RESULTS / 'ablation' / 'mlflow.db'}"})
+            summary = ray.get(Driver.remote(cfg.to_dict(), load_splits(cfg)).run.remote())
+            rows = {r["name"]: r["miou"] for r in summary["stages"]}
+            if i == 0:
+                baselines[seed] = {k: rows[k] for k in ("source_only", "oracle")}
+            final = final_stage(rows)
+            results[name][seed] = {"teacher": rows["teacher"], "final_stage": final, "final": rows[final],
+                                   "rounds": {k: v for k, v in rows.items() if k.startswith("round_")}}
+            print(name, seed, json.dumps(results[name][seed]), flush=True)
     text = table(results, baselines)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "ablation.md").write_text(text + "\n")

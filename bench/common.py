@@ -14,6 +14,7 @@ import datetime
 import json
 import os
 import platform
+import statistics
 import sys
 from pathlib import Path
 
@@ -97,3 +98,10 @@ def write_result(out: dict, path: str | Path) -> Path:
     path.write_text(json.dumps(out, indent=1))
     print(json.dumps(out, indent=1))
     return path
+
+
+def mean_std(values: list[float]) -> str:
+    """A table cell: 'm' for one value, 'm ± s' (sample std) for more, one decimal."""
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"

@@ -1,20 +1,46 @@
-"""bench/ablation.py's table and how it lands in docs/RESULTS.md (the runs themselves are a benchmark)."""
+"""bench/ablation.py's and bench/compute_curve.py's tables, and how the ablation lands in docs/RESULTS.md
+(the runs themselves are a benchmark)."""
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
 
-spec = importlib.util.spec_from_file_location("ablation", Path(__file__).resolve().parent.parent / "bench" / "ablation.py")
-ablation = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(ablation)
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+sys.path.insert(0, str(BENCH))  # the scripts import bench/common.py as ``common``, as when run from there
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+ablation, compute_curve = _load("ablation"), _load("compute_curve")
 
 
 def test_table_gives_the_share_of_the_gap_closed():
-    text = ablation.table({"full": {"teacher": 21.0, "final_stage": "round_2", "final": 30.0}},
-                          {"source_only": 20.0, "oracle": 40.0})
-    assert "gap 20.0" in text
-    assert "| full | the default recipe, conf/default.yaml | 21.0 | round_2 | 30.0 | 50 % |" in text
+    text = ablation.table({"full": {0: {"teacher": 21.0, "final_stage": "round_2", "final": 30.0}}},
+                          {0: {"source_only": 20.0, "oracle": 40.0}})
+    assert "source-only 20.0 mIoU, oracle 40.0 mIoU, seed 0." in text
+    assert "| full | the default recipe, conf/default.yaml | 21.0 | round_2 | 30.0 | 50.0 |" in text
+
+
+def test_table_over_seeds_uses_each_seeds_baselines_and_gives_mean_and_std():
+    baselines = {0: {"source_only": 20.0, "oracle": 40.0}, 1: {"source_only": 10.0, "oracle": 50.0}}
+    results = {"full": {0: {"teacher": 21.0, "final_stage": "round_2", "final": 30.0},  # closes 50 %
+                        1: {"teacher": 23.0, "final_stage": "round_2", "final": 40.0}}}  # closes 75 %
+    text = ablation.table(results, baselines)
+    assert "source-only 15.0 ± 7.1 mIoU, oracle 45.0 ± 7.1 mIoU over seeds 0, 1 (mean ± std)." in text
+    # teacher 22 ± 1.41, final 35 ± 7.07, gap closed 62.5 ± 17.68 (not the gap of the mean baselines)
+    assert "| full | the default recipe, conf/default.yaml | 22.0 ± 1.4 | round_2 | 35.0 ± 7.1 | 62.5 ± 17.7 |" in text
+
+
+def test_final_stage_is_the_last_round_or_the_ema_stage():
+    assert ablation.final_stage({"teacher": 1, "round_1": 2, "round_2": 3, "ema": 4}) == "round_2"
+    assert ablation.final_stage({"teacher": 1, "ema": 4}) == "ema"
 
 
 def test_results_markers_are_filled_and_refilled(tmp_path):
@@ -28,3 +54,22 @@ def test_results_markers_are_filled_and_refilled(tmp_path):
     with pytest.raises(SystemExit, match="RESULTS.md: no <!-- ablation:start -->"):
         ablation.write_between_markers(readme, "table")
     assert readme.read_text() == "no markers here\n"
+
+
+def test_compute_curve_table_gives_one_row_per_step_count_with_seed_spread():
+    run = {"source_only": 16.0, "teacher": 20.0, "final": 26.0, "oracle": 46.0, "gap_closed": 100 / 3, "minutes": 9.0}
+    longer = {**run, "final": 31.0, "gap_closed": 50.0, "minutes": 20.0}
+    text = compute_curve.table({2400: {0: longer}, 600: {0: run, 1: {**run, "final": 28.0, "gap_closed": 40.0}}})
+    lines = text.splitlines()
+    assert lines[2] == "| 600 | 0, 1 | 16.0 ± 0.0 | 20.0 ± 0.0 | 27.0 ± 1.4 | 46.0 ± 0.0 | 36.7 ± 4.7 | 9.0 ± 0.0 |"
+    assert lines[3] == "| 2400 | 0 | 16.0 | 20.0 | 31.0 | 46.0 | 50.0 | 20.0 |"
+
+
+def test_ablation_paper_row_is_conf_paper_yaml():
+    from udas_ray.config import diff, load_config
+
+    conf = BENCH.parent / "conf"
+    what, overrides = ablation.ROWS["paper"]
+    assert "conf/paper.yaml" in what
+    row = load_config(conf / "default.yaml").override(overrides)
+    assert diff(row, load_config(conf / "paper.yaml")) == {}

@@ -330,18 +330,6 @@ def test_paper_yaml_is_the_papers_recipe_on_the_benchmark(default):
     assert paper.run.dir != default.run.dir  # its own run folder, not the default run's
 
 
-def test_ablation_paper_row_is_conf_paper_yaml(default):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("ablation", CONF.parent / "bench" / "ablation.py")
-    ablation = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ablation)
-    what, overrides = ablation.ROWS["paper"]
-    assert "conf/paper.yaml" in what
-    row = default.override(overrides)
-    assert diff(row, load_config(CONF / "paper.yaml")) == {}
-
-
 # ----------------------------------------------------------------------------- key table
 def test_keys_table_lists_every_leaf_key_with_its_default():
     from udas_ray.config import all_keys
