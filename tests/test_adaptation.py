@@ -202,3 +202,18 @@ def test_teacher_gets_target_batchnorm_statistics_and_records_both_scores(tiny_c
     for a, b in zip(batchnorms(saved), batchnorms(trained)):
         assert torch.allclose(a.running_mean, b.running_mean, atol=1e-4)
     assert not torch.equal(batchnorms(saved)[0].running_mean, checkpoint["backbone.bn1.running_mean"])
+
+
+
+def test_students_paste_source_classes_only_when_asked(tiny_cfg, tmp_path):
+    from udas_ray.data.readers import Split
+
+    splits = load_splits(tiny_cfg)
+    pseudo = Split("pseudo", "x", "train", splits.target_train.samples, "labelids")
+    plain = kinds.build_spec(tiny_cfg, splits, "student", "round_1", tmp_path, pseudo=pseudo)
+    assert plain.streams.paste == [] and plain.augment.paste_share == 0  # off by default
+    cfg = tiny_cfg.override({"self_training.source_classmix": 0.5})
+    spec = kinds.build_spec(cfg, splits, "student", "round_1", tmp_path, pseudo=pseudo)
+    assert len(spec.streams.paste) == len(splits.source) and spec.augment.paste_share == 0.5
+    teacher = kinds.build_spec(cfg, splits, "teacher", "teacher", tmp_path)
+    assert teacher.streams.paste == [] and teacher.augment.paste_share == 0  # students only

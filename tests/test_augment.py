@@ -195,3 +195,31 @@ def test_batch_builder_crops_every_stream_to_the_crop_size(streams):
         assert set(np.unique(label).tolist()) <= {0, 13, 255}
     plain = BatchBuilder(streams, AugmentParams(flip=True), seed=0)({"id": np.arange(6)})
     assert plain["sup_image"].shape == (6, 24, 40, 3)  # off by default
+
+
+def test_a_student_pastes_half_the_classes_of_a_source_image_with_their_labels(tmp_path):
+    """Source: left half road (labelId 7), right half sidewalk (8); the pseudo-labeled target:
+    all car (26). Pasting takes one of the two source classes whole, image and label together."""
+    rng = np.random.default_rng(3)
+    src_img = rng.integers(0, 256, (8, 12, 3)).astype(np.uint8)
+    src_lbl = np.full((8, 12), 7, np.uint8)
+    src_lbl[:, 6:] = 8
+    tgt_img = rng.integers(0, 256, (8, 12, 3)).astype(np.uint8)
+    source = [(str(save(tmp_path / "s.png", src_img)), str(save(tmp_path / "s_l.png", src_lbl, "L")), "labelids")]
+    target = [(str(save(tmp_path / "t.png", tgt_img)), str(save(tmp_path / "t_l.png", np.full((8, 12), 26, np.uint8), "L")),
+               "labelids")]
+    streams = Streams(sup=target, sup_size=(8, 12), target_size=(8, 12), paste=source)
+    builder = BatchBuilder(streams, AugmentParams(flip=False, paste_share=1.0), seed=0)
+    halves = set()
+    for slot in range(8):
+        ex = builder.example(slot)
+        pasted = ex["sup_label"] != 13  # car stays where nothing was pasted
+        assert set(np.unique(ex["sup_label"][pasted]).tolist()) in ({0}, {1})  # one source class, whole
+        cols = np.nonzero(pasted.all(axis=0))[0]
+        assert list(cols) in (list(range(6)), list(range(6, 12)))
+        assert np.array_equal(ex["sup_image"][pasted], src_img[pasted])
+        assert np.array_equal(ex["sup_image"][~pasted], tgt_img[~pasted])
+        halves.add(cols[0])
+    assert halves == {0, 6}  # both classes get picked over a few slots
+    off = BatchBuilder(streams, AugmentParams(flip=False), seed=0).example(0)
+    assert (off["sup_label"] == 13).all()

@@ -259,6 +259,9 @@ class SelfTraining(Section):
     noisy: bool = True  # noisy students: ClassMix among pseudo-labeled target images (+ colour jitter)
     randomize: bool = False  # noisy students also get augment.randomize's appearance randomization
     source_share: float = Field(0.0, ge=0, le=1)  # share of student examples drawn from the source
+    # Share of student examples onto which half the classes of a source image are pasted with
+    # their true labels (cross-domain ClassMix, DACS; source drawn with rare-class sampling when on).
+    source_classmix: float = Field(0.0, ge=0, le=1)
     # share of student examples drawn from the labeled target images (their ground truth, never a
     # pseudo-label); the rest come from the pseudo-labeled images
     labeled_share: float = Field(0.25, ge=0, le=1)

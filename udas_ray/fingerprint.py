@@ -64,7 +64,9 @@ def splits_read(stage, cfg: Config) -> tuple[str, ...]:
         return ("source", "target_train")
     kind = KINDS[stage.kind]
     reads = ["target_val"]  # every segmentation stage is evaluated on it
-    if (kind.trains_on == "source" or (kind.noisy and cfg.self_training.source_share > 0)) and not stage.restyled:
+    st = cfg.self_training
+    reads_source = kind.trains_on == "source" or (kind.noisy and (st.source_share > 0 or st.source_classmix > 0))
+    if reads_source and not stage.restyled:
         reads.append("source")
     reads_target = (kind.trains_on != "source" or kind.adabn
                     or any(s != "sup" for t in kind.terms for s in TERMS[t].reads))

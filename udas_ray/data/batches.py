@@ -11,7 +11,9 @@ A segmentation stage draws, for every slot of a batch, from up to three streams:
 
 The supervised stream may draw some examples from other lists (``sup_alternates``): a student
 takes a share of its examples from the labeled target images (their ground truth) and,
-optionally, from the source.
+optionally, from the source. A student may also paste half the classes of a source image, with
+their true labels, onto a share of its pseudo-labeled images (``paste``, cross-domain ClassMix
+as in DACS).
 
 Samples are drawn uniformly with replacement, as in iteration-based UDA training. The same
 :class:`BatchBuilder` runs in Ray Data (``map_batches``) and in a plain in-process loop, and is
@@ -53,6 +55,8 @@ class Streams:
     sup_weights: list[float] | None = None  # sampling probabilities of ``sup`` (rare-class sampling)
     # (items, share): with probability ``share`` a supervised example is drawn from ``items`` instead
     sup_alternates: tuple[tuple[list[Item], float], ...] = ()
+    paste: list[Item] = field(default_factory=list)  # labeled source images whose classes a student pastes
+    paste_weights: list[float] | None = None  # their sampling probabilities (rare-class sampling)
 
     @property
     def has_mix(self) -> bool:
@@ -75,17 +79,18 @@ class AugmentParams:
     jitter_sup: bool = False  # jitter the supervised stream too (the mix stream always is)
     randomize: dict | None = None  # appearance randomization of the supervised stream (replaces jitter)
     classmix_sup: bool = False  # ClassMix two supervised examples (a noisy student's target images)
+    paste_share: float = 0.0  # share of supervised examples that get half the classes of a ``paste`` image
     scale: tuple[float, float] | None = None  # random rescale factor range, then a random crop
     crop: tuple[int, int] | None = None  # (H, W) of that crop; None = each stream's own size
 
     @classmethod
     def from_config(cls, augment, *, jitter_sup: bool = False, randomize: bool = False,
-                    classmix_sup: bool = False) -> "AugmentParams":
+                    classmix_sup: bool = False, paste_share: float = 0.0) -> "AugmentParams":
         """From the ``augment`` config section; the flags are the stage kind's."""
         strengths = augment.randomize.model_dump(exclude={"enabled"}) if randomize else None
         return cls(flip=augment.flip, **augment.jitter.model_dump(), cutmix_alpha=augment.cutmix.alpha,
                    cutmix_both_directions=augment.cutmix.both_directions, jitter_sup=jitter_sup,
-                   randomize=strengths, classmix_sup=classmix_sup,
+                   randomize=strengths, classmix_sup=classmix_sup, paste_share=paste_share,
                    scale=tuple(augment.scale) if augment.scale else None,
                    crop=tuple(augment.crop) if augment.crop else None)
 
@@ -154,6 +159,12 @@ class BatchBuilder:
             other_image, other_label = load_item(self._draw_sup(rng), s.sup_size)
             mask = augment.classmix_mask(label, rng)
             image, label = augment.mix_with_mask(image, label, other_image, other_label, mask)
+        if p.paste_share and s.paste and rng.random() < p.paste_share:  # source objects, true labels (DACS)
+            weights = s.paste_weights
+            pick = rng.choice(len(s.paste), p=weights) if weights is not None else rng.integers(len(s.paste))
+            src_image, src_label = load_item(s.paste[pick], s.sup_size)
+            mask = augment.classmix_mask(src_label, rng)
+            image, label = augment.mix_with_mask(src_image, src_label, image, label, mask)
         image, label = self._geometric(rng, image, label)
         if p.randomize:
             image = augment.randomize_appearance(image, rng, **p.randomize)

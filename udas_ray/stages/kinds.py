@@ -15,7 +15,8 @@ The driver runs two more kinds of stage that train no segmenter: ``pseudo`` (lab
   supervised         labeled target only (the SL baseline)
   oracle             every target-train label (the upper bound)
   student            pseudo-labeled target, a fixed share of labeled target (ground truth wins
-                     over pseudo-labels), the noisy student's augmentation, masked image
+                     over pseudo-labels), the noisy student's augmentation, source objects
+                     pasted with their labels (self_training.source_classmix), masked image
                      consistency (MIC, loss.lambda_mic)
 """
 
@@ -112,6 +113,7 @@ def build_spec(cfg: Config, splits: Splits, kind: str, name: str, out_dir: str |
             sup = sup + labeled
     if k.noisy and st.source_share > 0:
         alternates.append((items(splits.source), st.source_share))
+    paste = items(splits.source) if k.noisy and st.source_classmix > 0 else []
     on_source = k.trains_on == "source" and not k.mixes_domains
     streams = Streams(
         sup=sup,
@@ -123,10 +125,13 @@ def build_spec(cfg: Config, splits: Splits, kind: str, name: str, out_dir: str |
         labeled=labeled if "labeled" in reads else [],
         sup_weights=_source_weights(cfg, sup) if k.rare_class_sampling else None,
         sup_alternates=tuple(alternates),
+        paste=paste,
+        paste_weights=_source_weights(cfg, paste) if paste else None,
     )
     randomize = (k.randomize and cfg.augment.randomize.enabled) or (k.noisy and st.randomize)
     augment = AugmentParams.from_config(cfg.augment, jitter_sup=k.noisy, randomize=randomize,
-                                        classmix_sup=k.noisy and st.noisy)
+                                        classmix_sup=k.noisy and st.noisy,
+                                        paste_share=st.source_classmix if k.noisy else 0.0)
     return SegmentSpec(
         name=name,
         kind=kind,
