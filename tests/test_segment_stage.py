@@ -205,3 +205,29 @@ def test_masked_consistency_joins_students_and_ema_by_its_key(tiny_cfg, tmp_path
     segment.run_plain(cfg, student)
     logged = [r for r in read_history(student.out_dir) if "loss" in r]
     assert logged and all(r["loss_mic"] > 0 for r in logged)
+
+
+def test_validation_at_full_resolution_scores_every_label_pixel(tmp_path):
+    """data.eval_resolution=full: the label keeps its own 16x32 pixels and the prediction's logits
+    (8x16 here) are upsampled to it; input: the label is resized to the input size first."""
+    from PIL import Image
+
+    from udas_ray.inference import SplitCache, split_confusion
+
+    label = np.full((16, 32), 7, np.uint8)  # labelId 7 = road (trainId 0) on the left half
+    label[:, 16:] = 26  # car (trainId 13) on the right
+    Image.fromarray(np.zeros((16, 32, 3), np.uint8)).save(tmp_path / "i.png")
+    Image.fromarray(label).save(tmp_path / "l.png")
+    item = [(str(tmp_path / "i.png"), str(tmp_path / "l.png"), "labelids")]
+
+    class LeftRoadRightCar(torch.nn.Module):
+        def forward(self, x):
+            logits = torch.zeros(x.shape[0], 19, *x.shape[2:])
+            half = x.shape[3] // 2
+            logits[:, 0, :, :half], logits[:, 13, :, half:] = 5.0, 5.0
+            return logits
+
+    full = split_confusion(LeftRoadRightCar(), SplitCache(item, (8, 16), full_labels=True), [0])
+    assert full.sum() == 16 * 32 and full[0, 0] == full[13, 13] == 16 * 16  # every full-size pixel, all right
+    small = split_confusion(LeftRoadRightCar(), SplitCache(item, (8, 16)), [0])
+    assert small.sum() == 8 * 16 and small[0, 0] == small[13, 13] == 8 * 8

@@ -107,6 +107,10 @@ class Data(Section):
     # Evaluate on at most this many target-val images (null = all).
     val_limit: Optional[int] = Field(None, ge=1)
     protocol: Literal["cityscapes19", "synthia16", "synthia13"] = "cityscapes19"
+    # Where target-val is scored: "input", against labels resized (nearest) to data.image_size;
+    # "full", against each label at its own resolution, the prediction's logits upsampled
+    # (bilinear) to it (the protocol of published GTA5->Cityscapes tables).
+    eval_resolution: Literal["input", "full"] = "input"
     rare_class_sampling: RareClassSampling = RareClassSampling()
 
     @field_validator("image_size")

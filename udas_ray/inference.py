@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from udas_ray.data.batches import Item, load_item
+from udas_ray.data.images import read_label
 from udas_ray.metrics import confusion_matrix
 from udas_ray.models.memory_format import to_memory_format
 
@@ -57,19 +58,28 @@ def batched(seq: Sequence, size: int) -> Iterable[Sequence]:
 
 
 class SplitCache:
-    """Decoded, resized images and labels of a small split, kept in memory between evaluations
-    (up to ``max_bytes``; beyond that they are read from disk each time)."""
+    """Decoded images (resized to ``size``) and labels of a small split, kept in memory between
+    evaluations (up to ``max_bytes``; beyond that they are read from disk each time). Labels are
+    resized to ``size`` too, or kept at their own resolution with ``full_labels``."""
 
-    def __init__(self, items: list[Item], size: tuple[int, int], max_bytes: int = 512 << 20):
-        self.items, self.size = items, size
+    def __init__(self, items: list[Item], size: tuple[int, int], max_bytes: int = 512 << 20, full_labels: bool = False):
+        self.items, self.size, self.full_labels = items, size, full_labels
         per_item = size[0] * size[1] * 4
+        if full_labels and items and items[0][1]:
+            per_item = size[0] * size[1] * 3 + read_label(items[0][1], items[0][2]).size
         self._cache = {} if per_item * len(items) <= max_bytes else None
+
+    def _load(self, index: int):
+        item = self.items[index]
+        if not self.full_labels or item[1] is None:
+            return load_item(item, self.size)
+        return load_item((item[0], None, item[2]), self.size)[0], read_label(item[1], item[2])
 
     def get(self, index: int):
         if self._cache is None:
-            return load_item(self.items[index], self.size)
+            return self._load(index)
         if index not in self._cache:
-            self._cache[index] = load_item(self.items[index], self.size)
+            self._cache[index] = self._load(index)
         return self._cache[index]
 
 
@@ -81,8 +91,13 @@ def split_confusion(model, cache: SplitCache, indices: Sequence[int], batch_size
     cm = None
     for chunk in batched(list(indices), batch_size):
         pairs = [cache.get(i) for i in chunk]
-        pred = predict_probs(model, np.stack([p[0] for p in pairs]), device=device).argmax(1).cpu().numpy()
-        part = confusion_matrix(pred, np.stack([p[1] for p in pairs]))
-        cm = part if cm is None else cm + part
+        images, labels = np.stack([p[0] for p in pairs]), [p[1] for p in pairs]
+        if all(label.shape == images.shape[1:3] for label in labels):
+            preds = list(predict_probs(model, images, device=device).argmax(1).cpu().numpy())
+        else:  # labels at their own resolution: logits upsampled to each
+            preds = predict_labels(model, images, [label.shape for label in labels], device=device)
+        for pred, label in zip(preds, labels):
+            part = confusion_matrix(pred, label)
+            cm = part if cm is None else cm + part
     model.train(was_training)
     return cm if cm is not None else confusion_matrix(np.zeros(0), np.zeros(0))

@@ -98,7 +98,7 @@ class SegmentTask:
         self.companions = {name: TERMS[name].companion(cfg, self.model)
                            for name in spec.terms if TERMS[name].companion is not None}
         self.scored = next((c.scored for c in self.companions.values() if hasattr(c, "scored")), None)
-        self.cache = SplitCache(spec.val, tuple(cfg.data.image_size))
+        self.cache = SplitCache(spec.val, tuple(cfg.data.image_size), full_labels=cfg.data.eval_resolution == "full")
         self.val: dict = {}
         self.result, self.confusion = None, None
         self.index = 0
@@ -215,7 +215,7 @@ def log_pictures(tracker, model, cache: SplitCache, cm, cfg: Config, spec: Segme
     """``predictions.png`` (the first ``count`` target-val images | prediction | ground truth, with
     the class legend) and ``confusion_matrix.png`` into the stage folder, where people look
     whether or not MLflow is on; the same files and the config to the stage's MLflow run."""
-    from udas_ray.data.images import write_png
+    from udas_ray.data.images import resize_label, write_png
 
     out = Path(spec.out_dir)
     written = []
@@ -224,7 +224,8 @@ def log_pictures(tracker, model, cache: SplitCache, cm, cfg: Config, spec: Segme
         pairs = [cache.get(i) for i in range(count)]
         images = np.stack([p[0] for p in pairs])
         preds = predict_probs(unwrap(model).eval(), images, device=device).argmax(1).cpu().numpy()
-        grid = visualize.prediction_grid(images, preds, np.stack([p[1] for p in pairs]))
+        truth = np.stack([resize_label(p[1], images.shape[1:3]) for p in pairs])  # full-resolution labels too
+        grid = visualize.prediction_grid(images, preds, truth)
         write_png(out / visualize.PREDICTIONS_FILE, grid)
         written.append(out / visualize.PREDICTIONS_FILE)
     write_png(out / visualize.CONFUSION_FILE, visualize.confusion_figure(cm))
