@@ -231,3 +231,16 @@ def test_validation_at_full_resolution_scores_every_label_pixel(tmp_path):
     assert full.sum() == 16 * 32 and full[0, 0] == full[13, 13] == 16 * 16  # every full-size pixel, all right
     small = split_confusion(LeftRoadRightCar(), SplitCache(item, (8, 16)), [0])
     assert small.sum() == 8 * 16 and small[0, 0] == small[13, 13] == 8 * 8
+
+
+def test_every_term_a_kind_lists_is_registered_where_a_train_worker_imports_it():
+    """A Ray Train worker unpickles a SegmentSpec and imports only udas_ray.stages.segment: every
+    term of every kind (the ema stage's mean-teacher term too) must be registered by that import."""
+    import subprocess
+    import sys
+
+    code = ("from udas_ray.stages import segment, terms; print(' '.join(sorted(terms.TERMS)))")
+    registered = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                    check=True).stdout.split())
+    listed = {t for kind in kinds.KINDS.values() for t in kind.terms}
+    assert listed <= registered, f"not registered in a worker: {sorted(listed - registered)}"

@@ -31,7 +31,6 @@ from udas_ray.data.batches import AugmentParams, Item, Streams, items
 from udas_ray.data.readers import Split
 from udas_ray.data.splits import Splits
 from udas_ray.errors import UdasError
-from udas_ray.stages import ema  # noqa: F401  (registers the mean teacher's term)
 from udas_ray.stages.segment import SegmentSpec
 from udas_ray.stages.terms import TERMS
 

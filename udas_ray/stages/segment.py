@@ -34,7 +34,7 @@ from udas_ray.data.batches import AugmentParams, BatchBuilder, Item, Streams, lo
 from udas_ray.inference import SplitCache, batched, predict_probs, split_confusion
 from udas_ray.metrics import flat_metrics, scores
 from udas_ray.models import build_segmenter, param_groups
-from udas_ray.stages import loop
+from udas_ray.stages import ema, loop  # noqa: F401  (ema registers the mean teacher's term where workers import this)
 from udas_ray.atomic import write_json
 from udas_ray.stages.runtime import Session
 from udas_ray.stages.terms import TERMS, Step, total_loss
