@@ -25,7 +25,8 @@ def test_plan_reads_like_the_paper_table(tiny_cfg):
 
 def test_pipeline_writes_summary_manifest_and_nested_mlflow_runs(ray_session, tiny_cfg):
     # the fewest baselines: no randomized source-only row, no SL row
-    cfg = tiny_cfg.override({"run.baselines": True, "augment.randomize.enabled": False, "data.target.labeled": 0})
+    cfg = tiny_cfg.override({"run.baselines": True, "augment.randomize.enabled": False,
+                             "data.rare_class_sampling.enabled": False, "data.target.labeled": 0})
     result = Pipeline(cfg, load_splits(cfg)).run()
     run_dir = cfg.run.dir
     summary = json.loads(open(f"{run_dir}/summary.json").read())

@@ -93,7 +93,9 @@ class ScenesData(Section):
 class RareClassSampling(Section):
     """DAFormer's rare-class sampling of source images: P(class c) ~ exp((1 - f_c) / T)."""
 
-    enabled: bool = False
+    # On: measured on the embedded benchmark (with randomization off) the teacher gains 3.1, 2.3
+    # and 3.0 mIoU over the previous recipe on seeds 0, 1, 2 (docs/RESULTS.md).
+    enabled: bool = True
     temperature: float = Field(0.01, gt=0)
 
 
@@ -195,7 +197,9 @@ class CutMix(Section):
 class Randomize(Section):
     """Appearance randomization of source images (domain randomization as augmentation)."""
 
-    enabled: bool = True  # in the teacher and the source_randomized baseline
+    # in the teacher and the source_randomized baseline; off: with AdaBN and rare-class sampling it
+    # cost the teacher 2-3 mIoU on the embedded benchmark (docs/RESULTS.md)
+    enabled: bool = False
     channel_shuffle: float = Field(0.1, ge=0, le=1)  # probability of permuting R, G, B
     grayscale: float = Field(0.05, ge=0, le=1)  # probability of dropping colour
     brightness: float = Field(0.4, ge=0, le=1)
