@@ -42,12 +42,16 @@ ROWS = {
     "paper": ("the paper's recipe, conf/paper.yaml: global threshold, plain students, no randomization, "
               "no AdaBN, lambda_adv 0.001, lr 2.5e-3", stated_keys(ROOT / "conf" / "paper.yaml")),
     "full": ("the default recipe, conf/default.yaml", {}),
+    "randomize_no_rcs": ("appearance randomization on, rare-class sampling off (the recipe before 2026-12-06)",
+                         {"augment.randomize.enabled": True, "data.rare_class_sampling.enabled": False}),
     "no_adabn": ("teacher keeps its source BatchNorm statistics (no AdaBN)", {"train.adabn": False}),
-    "no_randomize": ("without appearance randomization", {"augment.randomize.enabled": False}),
     "no_class_balance": ("global threshold instead of class-balanced", {"pseudo.selection": "global"}),
     "no_noisy_student": ("students without strong augmentation / source share",
                          {"self_training.noisy": False, "self_training.source_share": 0.0}),
-    "rare_class_sampling": ("with rare-class sampling (off by default)", {"data.rare_class_sampling.enabled": True}),
+    "mic": ("masked image consistency in the students (MIC, weight 1, 8-pixel squares)", {"loss.lambda_mic": 1.0}),
+    "source_classmix": ("students paste source classes onto half their images", {"self_training.source_classmix": 0.5}),
+    "scale_crop": ("random rescale x0.5-2 and crop of every training image", {"augment.scale": [0.5, 2.0]}),
+    "multiscale_views": ("pseudo-labels from views at 0.75, 1 and 1.25x", {"pseudo.scales": [0.75, 1.0, 1.25]}),
     "ema": ("the online mean teacher instead of offline rounds", {"self_training.mode": "ema"}),
 }
 

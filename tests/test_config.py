@@ -268,7 +268,7 @@ SCALE_KEYS = ("data", "data_dependency.budgets", "model", "run.dir", "mlflow", "
               "train.steps", "train.batch_size", "train.eval_every", "train.checkpoint_every", "train.log_every",
               "self_training.steps", "pseudo.actors", "pseudo.cpus_per_actor", "pseudo.batch_size",
               "style.steps", "style.image_size", "style.ngf", "style.ndf", "style.n_blocks",
-              "style.actors", "style.cpus_per_actor")
+              "style.actors", "style.cpus_per_actor", "loss.mic_patch")
 # Recipe keys the paper's scale needs different; conf/gta5_cityscapes.yaml says why for each.
 GPU_SCALE_EXCEPTIONS = ("train.lr",)
 
