@@ -341,7 +341,7 @@ def test_keys_table_lists_every_leaf_key_with_its_default():
     keys = [row.split("|")[1].strip().strip("`") for row in rows]
     defaults = Config().flat()
     assert keys == [k for k in all_keys() if k in defaults]
-    assert "| `style.*` |  |  | CycleGAN" in table  # a section's docstring, once
+    assert "| `style.*` |  |  | Source -> target restyling" in table  # a section's docstring, once
     row = dict(zip(keys, rows))
     assert "| `class_balanced` |" in row["pseudo.selection"] and "`global`, `class_balanced`" in row["pseudo.selection"]
     assert "| `0.01` |" in row["loss.lambda_adv"] and "≥ 0" in row["loss.lambda_adv"]

@@ -304,19 +304,28 @@ class Mlflow(Section):
 
 # ---------------------------------------------------------------------------------- style
 class Style(Section):
-    """CycleGAN source -> target restyling before the teacher (the paper's "ST" step)."""
+    """Source -> target restyling before the teacher (the paper's "ST" step)."""
 
     enabled: bool = False
+    # cyclegan: a CycleGAN generator restyles the source (row style_transfer); simgan: a SimGAN
+    # refiner adjusts each source pixel in place (row style_refined)
+    method: Literal["cyclegan", "simgan"] = "cyclegan"
     steps: int = Field(1000, ge=1)
     batch_size: int = Field(1, ge=1)
     lr: float = Field(2e-4, gt=0)
     beta1: float = Field(0.5, ge=0, lt=1)
-    lambda_cyc: float = Field(10.0, ge=0)
+    lambda_cyc: float = Field(10.0, ge=0)  # cyclegan: weight of the cycle-consistency term
     lambda_id: float = Field(0.5, ge=0)  # times lambda_cyc; 0 = off
-    ngf: int = Field(16, ge=1)  # the paper's setting: 64
-    n_blocks: int = Field(4, ge=0)  # the paper's setting: 9
+    # simgan: weight of the L1 self-regularisation (per-pixel mean, images in [-1, 1]); why 1:
+    # udas_ray/models/refiner.py
+    lambda_reg: float = Field(1.0, ge=0)
+    ngf: int = Field(16, ge=1)  # the CycleGAN paper's setting: 64; SimGAN's refiner: 64
+    n_blocks: int = Field(4, ge=0)  # the CycleGAN paper's setting: 9; SimGAN's refiner: 4
     ndf: int = Field(16, ge=1)  # the paper's setting: 64
-    n_layers: int = Field(3, ge=1)  # 3 = the 70x70 PatchGAN
+    # 3 = the 70x70 PatchGAN; with simgan, 2 (34x34 patches) keeps the discriminator more local
+    n_layers: int = Field(3, ge=1)
+    # past generated images the discriminator also sees: cyclegan's image pool, simgan's history
+    # buffer (why 50 there: udas_ray/models/refiner.py)
     pool_size: int = Field(50, ge=0)
     image_size: Size = (96, 192)
     sample_every: int = Field(250, ge=1)

@@ -58,8 +58,9 @@ def plan(cfg: Config) -> list[StagePlan]:
             stages.append(StagePlan("source_randomized", "source_randomized", True))
     restyled = cfg.style.enabled
     if restyled:
-        stages.append(StagePlan("style", "style", False))  # CycleGAN + restyling of the source
-        stages.append(StagePlan("style_transfer", "source_only", True, restyled=True))  # the "ST" row
+        stages.append(StagePlan("style", "style", False))  # CycleGAN or SimGAN + restyling of the source
+        # the "ST" row: style_transfer (cyclegan) or style_refined (simgan)
+        stages.append(StagePlan(style.METHODS[cfg.style.method].row, "source_only", True, restyled=True))
     if (cfg.run.supervised or cfg.run.baselines) and cfg.data.target.labeled > 0:
         stages.append(StagePlan("supervised", "supervised", True))
     stages.append(StagePlan("teacher", "teacher", True, restyled=restyled))
@@ -333,7 +334,7 @@ class Pipeline:
         return {"model": str(out_dir / segment.MODEL_FILE), "metrics": metrics}
 
     def _style(self, stage: StagePlan, models: dict, run_id: str | None) -> dict:
-        """Train the CycleGAN, then restyle the whole source set (reused on resume once written)."""
+        """Train the style method, then restyle the whole source set (reused on resume once written)."""
         spec = style.build_spec(self.splits.source, self.splits.target_train, self.run_dir / "stages" / "style",
                                 tracking_uri=self.uri, mlflow_run_id=run_id)
         metrics = style.run_on_ray(self.cfg, spec, self.run_dir / "ray")

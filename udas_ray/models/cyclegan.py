@@ -43,11 +43,15 @@ def init_weights(module: nn.Module, gain: float = 0.02) -> nn.Module:
 
 
 class ResnetBlock(nn.Module):
-    def __init__(self, dim: int):
+    """x + two 3x3 convolutions; ``norm=False`` leaves out the InstanceNorms, whose per-image
+    statistics would let every pixel see the whole image (SimGAN's refiner stays local)."""
+
+    def __init__(self, dim: int, norm: bool = True):
         super().__init__()
+        norm_layer = _norm if norm else lambda channels: nn.Identity()
         self.body = nn.Sequential(
-            nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3), _norm(dim), nn.ReLU(True),
-            nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3), _norm(dim),
+            nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3), norm_layer(dim), nn.ReLU(True),
+            nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3), norm_layer(dim),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

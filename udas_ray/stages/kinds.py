@@ -3,7 +3,7 @@
 A kind says what its supervised stream trains on, which loss terms it sums (see
 ``udas_ray.stages.terms``), how its images are augmented, and its end-of-stage hook (AdaBN).
 The driver runs two more kinds of stage that train no segmenter: ``pseudo`` (labelling) and
-``style`` (the CycleGAN); they have their own modules.
+``style`` (CycleGAN or SimGAN); they have their own modules.
 
   source_only        source labels only (the "no adaptation" row)
   source_randomized  the same with appearance randomization (and rare-class sampling)

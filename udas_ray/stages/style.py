@@ -1,4 +1,7 @@
-"""The style stage: CycleGAN learns to restyle the labeled source images to look like the target.
+"""The style stage: the labeled source images learn to look like the target, by one of two
+methods (``style.method``), each a :class:`StyleModel`:
+
+``cyclegan`` (:class:`CycleGAN`, row ``style_transfer``)::
 
     G: S -> T, F: T -> S, D_T, D_S
     L_G = lsgan(D_T(G(s)), 1) + lsgan(D_S(F(t)), 1)
@@ -6,14 +9,17 @@
         + lambda_cyc * lambda_id * (|G(t) - t| + |F(s) - s|)
     L_D = 1/2 [lsgan(D_T(t), 1) + lsgan(D_T(pool_T(G(s))), 0)] + the same for D_S
 
-Adam (lr, beta1), lr constant for the first half and linearly decayed to zero over the second.
+``simgan`` (:class:`SimGAN`, row ``style_refined``): a full-resolution refiner R with a local
+adversarial loss, an L1 self-regularisation to its input, and a history buffer of refined images.
+
+Both: Adam (lr, beta1), lr constant for the first half and linearly decayed to zero over the second.
 
 A :class:`StyleSpec` (the ``style`` config section passed through, plus the image lists) builds a
 :class:`StyleTask` that the shared loop (``udas_ray.stages.loop``) steps with unpaired batches
 ``{"source", "target"}`` from :class:`StyleBatchBuilder`. Its "evaluation" is the sample grid.
-Rank 0 leaves ``out_dir/generator.pt`` (G only), ``history.jsonl``, ``metrics.json`` and the
-sample grids ``out_dir/samples/step_NNNNNN.png``. ``udas_ray.stages.translate`` then restyles
-the whole source set with G.
+Rank 0 leaves ``out_dir/generator.pt`` (G or R only), ``history.jsonl``, ``metrics.json`` and
+the sample grids ``out_dir/samples/step_NNNNNN.png``. ``udas_ray.stages.translate`` then restyles
+the whole source set with that network.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from udas_ray import classes
 from udas_ray.checkpoints import atomic_save, load_torch_file
 from udas_ray.config import Config
 from udas_ray.data import augment, images
@@ -35,6 +42,7 @@ from udas_ray.errors import UdasError
 from udas_ray.models.cyclegan import (
     ImagePool, build_generator, build_patch_discriminator, cycle_loss, lsgan_loss, to_tensor, to_uint8,
 )
+from udas_ray.models.refiner import HistoryBuffer, build_refiner, local_adversarial_loss, self_regularization_loss
 from udas_ray.stages import loop
 from udas_ray.atomic import write_json
 from udas_ray.stages.runtime import Session, read_history
@@ -44,14 +52,15 @@ log = logging.getLogger("udas_ray")
 
 GENERATOR_FILE = "generator.pt"
 GENERATOR_FORMAT = "udas-ray-cyclegan/1"
+REFINER_FORMAT = "udas-ray-simgan/1"
 METRICS_FILE = "metrics.json"
 SAMPLES_DIR = "samples"
 GRID_IMAGES = 4  # images per row of the sample grid
 
 
 def image_items(split: Split) -> list[Item]:
-    """The split's images without their labels (the style stage never reads a label)."""
-    return [(s.image, None, split.label_kind) for s in split.samples]
+    """The split's images and label paths (only the sample grid reads a label, never training)."""
+    return [(s.image, s.label, split.label_kind) for s in split.samples]
 
 
 # ------------------------------------------------------------------------- the batches
@@ -118,49 +127,70 @@ def lr_factor(step: int, total: int) -> float:
     return 1.0 - (step - start) / max(total - start, 1)
 
 
-class CycleGAN:
-    """The four networks, their two optimizers and the two pools: one object to step and save."""
+class StyleModel:
+    """What both style methods share: networks, optimizers and image pools kept in dicts under
+    their checkpoint names, moved, saved, loaded and scheduled alike. A method builds them in
+    ``__init__``, with ``generator`` (the network that restyles the source), and adds
+    ``train_step`` and ``sample_rows`` (the sample grid). ``row``: its summary row; ``format``:
+    its generator file's."""
+
+    row: str
+    format: str
+    generator: torch.nn.Module
+    nets: dict[str, torch.nn.Module]
+    optimizers: dict[str, torch.optim.Optimizer]
+    pools: dict[str, ImagePool]
 
     def __init__(self, style, seed: int):
         torch.manual_seed(seed)  # every rank builds the same initial weights
-        self.G = build_generator(style.ngf, style.n_blocks)
-        self.F = build_generator(style.ngf, style.n_blocks)
-        self.D_T = build_patch_discriminator(style.ndf, style.n_layers)
-        self.D_S = build_patch_discriminator(style.ndf, style.n_layers)
-        betas = (style.beta1, 0.999)
-        self.opt_g = torch.optim.Adam([*self.G.parameters(), *self.F.parameters()], lr=style.lr, betas=betas)
-        self.opt_d = torch.optim.Adam([*self.D_T.parameters(), *self.D_S.parameters()], lr=style.lr, betas=betas)
-        self.pool_t = ImagePool(style.pool_size, seed)
-        self.pool_s = ImagePool(style.pool_size, seed + 1)
         self.style = style
 
-    @property
-    def nets(self) -> dict[str, torch.nn.Module]:
-        return {"G": self.G, "F": self.F, "D_T": self.D_T, "D_S": self.D_S}
+    def adam(self, *nets: torch.nn.Module) -> torch.optim.Adam:
+        params = [p for net in nets for p in net.parameters()]
+        return torch.optim.Adam(params, lr=self.style.lr, betas=(self.style.beta1, 0.999))
 
-    def to(self, device) -> "CycleGAN":
+    def to(self, device) -> "StyleModel":
         for net in self.nets.values():
             net.to(device)
         return self
 
+    @property
+    def parts(self) -> dict:
+        """Everything a checkpoint holds, by its key there."""
+        return {**self.nets, **self.optimizers, **self.pools}
+
     def state_dict(self, step: int) -> dict:
-        return {**{k: m.state_dict() for k, m in self.nets.items()}, "opt_g": self.opt_g.state_dict(),
-                "opt_d": self.opt_d.state_dict(), "pool_t": self.pool_t.state_dict(),
-                "pool_s": self.pool_s.state_dict(), "step": step}
+        return {**{k: part.state_dict() for k, part in self.parts.items()}, "step": step}
 
     def load_state_dict(self, state: dict) -> int:
-        for k, m in self.nets.items():
-            m.load_state_dict(state[k])
-        self.opt_g.load_state_dict(state["opt_g"])
-        self.opt_d.load_state_dict(state["opt_d"])
-        self.pool_t.load_state_dict(state["pool_t"])
-        self.pool_s.load_state_dict(state["pool_s"])
+        for k, part in self.parts.items():
+            part.load_state_dict(state[k])
         return int(state["step"])
 
     def set_lr(self, lr: float) -> None:
-        for opt in (self.opt_g, self.opt_d):
+        for opt in self.optimizers.values():
             for group in opt.param_groups:
                 group["lr"] = lr
+
+
+class CycleGAN(StyleModel):
+    """The four networks, their two optimizers and the two pools: one object to step and save."""
+
+    row, format = "style_transfer", GENERATOR_FORMAT
+
+    def __init__(self, style, seed: int):
+        super().__init__(style, seed)
+        self.G = build_generator(style.ngf, style.n_blocks)
+        self.F = build_generator(style.ngf, style.n_blocks)
+        self.D_T = build_patch_discriminator(style.ndf, style.n_layers)
+        self.D_S = build_patch_discriminator(style.ndf, style.n_layers)
+        self.opt_g, self.opt_d = self.adam(self.G, self.F), self.adam(self.D_T, self.D_S)
+        self.pool_t = ImagePool(style.pool_size, seed)
+        self.pool_s = ImagePool(style.pool_size, seed + 1)
+        self.nets = {"G": self.G, "F": self.F, "D_T": self.D_T, "D_S": self.D_S}
+        self.optimizers = {"opt_g": self.opt_g, "opt_d": self.opt_d}
+        self.pools = {"pool_t": self.pool_t, "pool_s": self.pool_s}
+        self.generator = self.G
 
     def train_step(self, real_s: torch.Tensor, real_t: torch.Tensor, session: Session) -> dict:
         p = self.style
@@ -199,31 +229,115 @@ class CycleGAN:
         out.update(loss_d_t=loss_d_t.item(), loss_d_s=loss_d_s.item())
         return out
 
+    def sample_rows(self, s: torch.Tensor, t: torch.Tensor, labels: np.ndarray | None) -> list[list[np.ndarray]]:
+        """source / G(source) / F(G(source)), then target / F(target) / G(F(target))."""
+        g_s, f_t = self.G(s), self.F(t)
+        return [[to_uint8(x) for x in (s, g_s, self.F(g_s))], [to_uint8(x) for x in (t, f_t, self.G(f_t))]]
+
+
+class SimGAN(StyleModel):
+    """SimGAN (Shrivastava et al., 2017): a refiner R (:mod:`udas_ray.models.refiner`) and a local
+    discriminator D, no mapping back to the source::
+
+        L_R = bce(D(R(s)), real) + lambda_reg * |R(s) - s|
+        L_D = 1/2 [bce(D(t), real) + bce(D(R(s) and as many earlier refined images), refined)]
+
+    with bce the logistic loss averaged over D's patches. R is trained from its first step (it
+    starts as the identity, so it needs no warm-up on the self-regularisation alone)."""
+
+    row, format = "style_refined", REFINER_FORMAT
+
+    def __init__(self, style, seed: int):
+        super().__init__(style, seed)
+        self.R = build_refiner(style.ngf, style.n_blocks)
+        self.D = build_patch_discriminator(style.ndf, style.n_layers)
+        self.opt_r, self.opt_d = self.adam(self.R), self.adam(self.D)
+        self.history = HistoryBuffer(style.pool_size, seed)
+        self.nets = {"R": self.R, "D": self.D}
+        self.optimizers = {"opt_r": self.opt_r, "opt_d": self.opt_d}
+        self.pools = {"history": self.history}
+        self.generator = self.R
+
+    def train_step(self, real_s: torch.Tensor, real_t: torch.Tensor, session: Session) -> dict:
+        R, D = self.R, self.D
+        set_requires_grad(D, False)
+        refined = R(real_s)
+        loss_adv = local_adversarial_loss(D(refined), True)
+        loss_reg = self_regularization_loss(refined, real_s, self.style.lambda_reg)
+        self.opt_r.zero_grad(set_to_none=True)
+        (loss_adv + loss_reg).backward()
+        session.average_gradients(R)
+        self.opt_r.step()
+        set_requires_grad(D, True)
+        fakes = self.history.query(refined)
+        loss_d = 0.5 * (local_adversarial_loss(D(real_t), True) + local_adversarial_loss(D(fakes), False))
+        self.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        session.average_gradients(D)
+        self.opt_d.step()
+        return {"loss_r": (loss_adv + loss_reg).item(), "loss_adv": loss_adv.item(), "loss_reg": loss_reg.item(),
+                "loss_d": loss_d.item()}
+
+    def sample_rows(self, s: torch.Tensor, t: torch.Tensor, labels: np.ndarray | None) -> list[list[np.ndarray]]:
+        """source / R(source) / |R(source) - source| x 4 / the source labels, then target: an edge
+        R invented or moved would show in the difference row where the labels have none."""
+        refined = self.R(s)
+        difference = ((refined - s).abs() * 4 - 1).clamp(-1, 1)  # 0 -> black, 1/4 of the range -> white
+        rows = [to_uint8(s), to_uint8(refined), to_uint8(difference)]
+        if labels is not None:
+            rows.append(classes.colorize(labels))
+        return [rows, [to_uint8(t)]]
+
+
+METHODS: dict[str, type[StyleModel]] = {"cyclegan": CycleGAN, "simgan": SimGAN}  # style.method
+
 
 # ------------------------------------------------------------------------ the pictures
-def sample_images(image_list: list[Item], size: tuple[int, int], count: int) -> np.ndarray:
-    """``count`` fixed images (evenly spread over the list), resized: the grid's columns."""
+def sample_items(image_list: list[Item], count: int) -> list[Item]:
+    """``count`` fixed items, evenly spread over the list: the grid's columns."""
     picks = np.linspace(0, len(image_list) - 1, num=min(count, len(image_list))).round().astype(int)
-    return np.stack([images.resize_image(images.read_image(image_list[i][0]), size) for i in picks])
+    return [image_list[i] for i in picks]
+
+
+def sample_images(image_list: list[Item], size: tuple[int, int], count: int) -> np.ndarray:
+    """The images of :func:`sample_items`, resized."""
+    return np.stack([images.resize_image(images.read_image(item[0]), size) for item in sample_items(image_list, count)])
+
+
+def sample_labels(image_list: list[Item], size: tuple[int, int], count: int) -> np.ndarray | None:
+    """Their trainId labels, resized; None if one has no label."""
+    items = sample_items(image_list, count)
+    if any(label is None for _, label, _ in items):
+        return None
+    return np.stack([images.resize_label(images.read_label(label, kind), size) for _, label, kind in items])
+
+
+def grid_picture(groups: list[list[np.ndarray]], gap: int = 4) -> np.ndarray:
+    """Rows of uint8 (N, H, W, 3) images, one image per column; a wider gap between groups."""
+    rows = [row for group in groups for row in group]
+    n, h, w = rows[0].shape[:3]
+    grid = np.full((len(rows) * (h + gap) - gap + (len(groups) - 1) * gap, n * (w + gap) - gap, 3), 255, np.uint8)
+    y = 0
+    for group in groups:
+        for row in group:
+            for c, image in enumerate(row):
+                grid[y : y + h, c * (w + gap) : c * (w + gap) + w] = image
+            y += h + gap
+        y += gap
+    return grid
 
 
 @torch.no_grad()
-def sample_grid(G, F_, source: np.ndarray, target: np.ndarray, device="cpu") -> np.ndarray:
-    """Rows: source / G(source) / F(G(source)), then target / F(target) / G(F(target))."""
-    was = G.training, F_.training
-    G.eval(), F_.eval()
-    s, t = to_tensor(source).to(device), to_tensor(target).to(device)
-    g_s, f_t = G(s), F_(t)
-    rows = [s, g_s, F_(g_s), t, f_t, G(f_t)]
-    G.train(was[0]), F_.train(was[1])
-    gap = 4
-    h, w = source.shape[1:3]
-    grid = np.full((6 * h + 5 * gap + gap, len(source) * (w + gap) - gap, 3), 255, np.uint8)
-    for r, row in enumerate(rows):
-        y = r * (h + gap) + (gap if r >= 3 else 0)  # a wider gap between the two domains
-        for c, image in enumerate(to_uint8(row)):
-            grid[y : y + h, c * (w + gap) : c * (w + gap) + w] = image
-    return grid
+def sample_grid(model: StyleModel, source: np.ndarray, target: np.ndarray, labels: np.ndarray | None = None,
+                device="cpu") -> np.ndarray:
+    """The method's sample rows for fixed source and target images (networks in eval mode)."""
+    was = {k: net.training for k, net in model.nets.items()}
+    for net in model.nets.values():
+        net.eval()
+    groups = model.sample_rows(to_tensor(source).to(device), to_tensor(target).to(device), labels)
+    for k, net in model.nets.items():
+        net.train(was[k])
+    return grid_picture(groups)
 
 
 # ---------------------------------------------------------------------------- the task
@@ -232,7 +346,7 @@ class StyleTask:
         self.cfg, self.spec, self.session, self.tracker = cfg, spec, session, tracker
         st = cfg.style
         self.schedule = loop.Schedule(st.steps, st.log_every, st.sample_every, st.checkpoint_every)
-        self.model = CycleGAN(st, cfg.run.seed)  # before loading: optimizer state follows
+        self.model = METHODS[st.method](st, cfg.run.seed)  # before loading: optimizer state follows
         self.last_window: dict = {}
         self.grid_written = False
 
@@ -250,6 +364,7 @@ class StyleTask:
             size = tuple(self.cfg.style.image_size)
             self.fixed_s = sample_images(self.spec.source, size, GRID_IMAGES)
             self.fixed_t = sample_images(self.spec.target, size, GRID_IMAGES)
+            self.fixed_labels = sample_labels(self.spec.source, size, GRID_IMAGES)
 
     def set_lr(self, step: int) -> float:
         lr = self.cfg.style.lr * lr_factor(step, self.cfg.style.steps)
@@ -279,12 +394,12 @@ class StyleTask:
             out_dir = Path(self.spec.out_dir)
             if not self.grid_written:  # restarted after its last checkpoint: the grid once more
                 self._write_grid(step, final=True)
-            save_generator(out_dir / GENERATOR_FILE, self.model.G, self.cfg, step)
+            save_generator(out_dir / GENERATOR_FILE, self.model.generator, self.cfg, step)
             write_json(out_dir / METRICS_FILE, final)
         return final
 
     def _write_grid(self, step: int, final: bool) -> None:
-        grid = sample_grid(self.model.G, self.model.F, self.fixed_s, self.fixed_t, self.session.device)
+        grid = sample_grid(self.model, self.fixed_s, self.fixed_t, self.fixed_labels, self.session.device)
         path = Path(self.spec.out_dir) / SAMPLES_DIR / f"step_{step:06d}.png"
         images.write_png(path, grid)
         self.tracker.artifact(path, "style_samples")
@@ -295,20 +410,21 @@ class StyleTask:
 
 def save_generator(path: str | Path, G: torch.nn.Module, cfg: Config, step: int) -> Path:
     st = cfg.style
-    return atomic_save({"format": GENERATOR_FORMAT, "arch": {"ngf": st.ngf, "n_blocks": st.n_blocks},
+    return atomic_save({"format": METHODS[st.method].format, "arch": {"ngf": st.ngf, "n_blocks": st.n_blocks},
                         "image_size": list(st.image_size), "state_dict": G.state_dict(), "step": step,
                         "params": st.model_dump(mode="json")}, path)
 
 
 def load_generator(path: str | Path) -> tuple[torch.nn.Module, dict]:
-    """(G in eval mode, the file's metadata) from a ``generator.pt``."""
+    """(G or R in eval mode, the file's metadata) from a ``generator.pt`` of either method."""
     path = Path(path)
     if not path.is_file():
         raise UdasError(f"{path}: generator file not found; train the style stage first")
     blob = load_torch_file(path, "style generator file")
-    if not isinstance(blob, dict) or blob.get("format") != GENERATOR_FORMAT:
+    builders = {GENERATOR_FORMAT: build_generator, REFINER_FORMAT: build_refiner}
+    if not isinstance(blob, dict) or blob.get("format") not in builders:
         raise UdasError(f"{path}: not a style generator file (expected generator.pt written by the style stage)")
-    G = build_generator(**blob["arch"])
+    G = builders[blob["format"]](**blob["arch"])
     G.load_state_dict(blob["state_dict"])
     return G.eval(), blob
 

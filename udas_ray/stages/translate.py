@@ -1,11 +1,11 @@
 """Restyling the source set with a trained style generator, as Ray Data batch inference.
 
-:func:`translate_source` runs G over every source image on an actor pool and publishes
-``final_root/images/<name>`` (restyled, at each image's original resolution) with
-``final_root/labels/<name>`` (the label file copied byte for byte): the GTA5 layout. The set is
-written into a staging folder that is renamed into place once complete, so a killed run never
-leaves a half-restyled source behind. Progress (images, rate, ETA) is logged from the driver as
-the actors' batches come back.
+:func:`translate_source` runs G (the CycleGAN generator or the SimGAN refiner) over every source
+image on an actor pool and publishes ``final_root/images/<name>`` (restyled, at each image's
+original resolution) with ``final_root/labels/<name>`` (the label file copied byte for byte): the
+GTA5 layout. The set is written into a staging folder that is renamed into place once complete,
+so a killed run never leaves a half-restyled source behind. Progress (images, rate, ETA) is
+logged from the driver as the actors' batches come back.
 """
 
 from __future__ import annotations
