@@ -146,6 +146,9 @@ class Train(Section):
     # when no target image is labeled (with labels the teacher already trains on target pixels).
     # Measured: teacher 19.1 -> 21.9 mIoU at 0 labels, 26.0 -> 24.5 at 5 % (so not with labels).
     adabn: Literal["auto", True, False] = "auto"
+    # Arithmetic of the segmentation stages' forward passes and losses (training, evaluation,
+    # pseudo-labels): fp32, or autocast to bf16 or fp16 (fp16 with a gradient scaler); CPU or GPU.
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
 
 
 # ----------------------------------------------------------------------------------- loss
