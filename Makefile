@@ -10,10 +10,11 @@ PYTEST ?=
 .PHONY: setup browser run test ui bench clean
 
 # torch first, from the CPU wheel: installed after, a dependency would pull a multi-GB CUDA build.
+# The package editable, with the test suite's (dev) and the benchmarks' (bench) extras.
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e .
+	$(PY) -m pip install --quiet -e ".[dev,bench]"
 	touch $@
 
 setup: $(VENV)/.installed
