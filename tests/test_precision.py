@@ -7,7 +7,7 @@ from udas_ray.checkpoints import atomic_save, load_torch_file
 from udas_ray.config import load_config
 from udas_ray.data.splits import load_splits
 from udas_ray.errors import UdasError
-from udas_ray.stages import kinds, loop, segment
+from udas_ray.stages import kinds, loop
 from udas_ray.stages.runtime import PlainSession
 from udas_ray.tracking import NullLogger
 
