@@ -1,6 +1,6 @@
 # make run   set up .venv and run the whole pipeline on the embedded benchmark
 # make test  set up .venv and run the test suite
-# make ui    the MLflow UI on http://127.0.0.1:5000 over RUN's tracking store
+# make ui    the MLflow UI on http://127.0.0.1:5000 over RUN's tracking store; prints its runs table's address
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 RUN    ?= runs/default
@@ -31,9 +31,9 @@ browser:
 test: setup browser
 	$(PY) -m pytest -q $(PYTEST)
 
+# Prints the address of the run's runs table (training view, stage runs as rows) once the server is up.
 ui: setup
-	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(abspath $(RUN))/mlflow.db \
-		--default-artifact-root $(abspath $(RUN))/mlartifacts --host 127.0.0.1 --port 5000
+	$(PY) -m udas_ray.ui --run $(RUN) --host 127.0.0.1 --port 5000
 
 bench: setup
 	$(PY) bench/teacher_throughput.py
