@@ -60,6 +60,7 @@ def test_the_run_and_its_miou_are_on_the_page(mlflow_ui):
     # where `make ui` sends a fresh browser: the runs table of training runs, stage runs as rows
     dom = dump_dom(landing, tmp / "profile-landing")
     # (in the GenAI view there is no runs table; sorted by date, the stage runs would be folded away)
+    assert "matching runs" in dom  # the runs table's footer ("4 matching runs")
     assert "stage-teacher" in dom and "stage-round_1" in dom and "udas ui-check other" in dom
     dom = dump_dom(url, tmp / "profile-dom")
     assert "udas ui-check" in dom
