@@ -42,9 +42,10 @@ def serve(uri: str, artifacts: str | Path, host: str, port: int, **popen) -> sub
                              "--host", host, "--port", str(port)], start_new_session=True, **popen)
 
 
-def wait_until_up(base: str, server: subprocess.Popen, timeout: float = 120) -> None:
-    """Until ``base/health`` answers OK; an error if the server exits or the time runs out."""
-    deadline = time.time() + timeout
+def wait_until_up(base: str, server: subprocess.Popen, timeout: float | None = None) -> None:
+    """Until ``base/health`` answers OK; an error if the server exits or ``timeout`` s pass
+    (None: no limit, a busy machine may take minutes)."""
+    deadline = time.time() + timeout if timeout is not None else float("inf")
     while time.time() < deadline:
         if server.poll() is not None:
             raise UdasError(f"mlflow ui exited with status {server.returncode} before answering on {base}")
