@@ -1,6 +1,6 @@
 # make run   set up .venv and run the whole pipeline on the embedded benchmark
 # make test  set up .venv and run the test suite
-# make ui    the MLflow UI on http://127.0.0.1:5000 over RUN's tracking store
+# make ui    the MLflow UI on http://127.0.0.1:5000 over RUN's tracking store; prints its runs table's address
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 RUN    ?= runs/default
@@ -10,10 +10,11 @@ PYTEST ?=
 .PHONY: setup browser run test ui bench clean
 
 # torch first, from the CPU wheel: installed after, a dependency would pull a multi-GB CUDA build.
+# The package editable, with the test suite's (dev) and the benchmarks' (bench) extras.
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e .
+	$(PY) -m pip install --quiet -e ".[dev,bench]"
 	touch $@
 
 setup: $(VENV)/.installed
@@ -30,9 +31,9 @@ browser:
 test: setup browser
 	$(PY) -m pytest -q $(PYTEST)
 
+# Prints the address of the run's runs table (training view, stage runs as rows) once the server is up.
 ui: setup
-	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(abspath $(RUN))/mlflow.db \
-		--default-artifact-root $(abspath $(RUN))/mlartifacts --host 127.0.0.1 --port 5000
+	$(PY) -m udas_ray.ui --run $(RUN) --host 127.0.0.1 --port 5000
 
 bench: setup
 	$(PY) bench/teacher_throughput.py

@@ -2,17 +2,13 @@
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from udas_ray import tracking
+from udas_ray import tracking, ui
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "test-artifacts"
@@ -35,40 +31,37 @@ def mlflow_ui(tmp_path):
     logger = tracking.RunLogger(uri, run_id)
     logger.params({"loss.lambda_adv": 0.001, "pseudo.threshold": 0.9})
     logger.metrics({"miou_teacher": 37.25, "miou_round_1": 41.625}, step=0)
+    for stage in ("teacher", "round_1"):  # nested stage runs, as the driver makes them
+        tracking.RunLogger(uri, tracking.create_run(uri, "udas-ray", f"stage-{stage}", run_id, {"stage": stage})).finish()
     logger.finish()
     other = tracking.create_run(uri, "udas-ray", "udas ui-check other")
     logger = tracking.RunLogger(uri, other)
     logger.params({"loss.lambda_adv": 0.01, "pseudo.threshold": 0.8})
     logger.metrics({"miou_teacher": 35.5, "miou_round_1": 39.75}, step=0)
     logger.finish()
-    exp_id = tracking.experiment_id(uri, "udas-ray")
+    exp_id = tracking.find_experiment(uri, "udas-ray")
     port = _free_port()
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "ui", "--backend-store-uri", uri,
-         "--default-artifact-root", str(tmp_path / "artifacts"), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    server = ui.serve(uri, tmp_path / "artifacts", "127.0.0.1", port, stdout=subprocess.DEVNULL,
+                      stderr=subprocess.DEVNULL)  # what `make ui` starts
     try:
-        deadline = time.time() + 90
-        while time.time() < deadline:
-            try:
-                if urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).read() == b"OK":
-                    break
-            except OSError:
-                time.sleep(1)
-        else:
-            pytest.fail("the MLflow UI did not answer /health within 90 s")
+        ui.wait_until_up(f"http://127.0.0.1:{port}", server, timeout=90)
         base = f"http://127.0.0.1:{port}/#"
         compare = f'{base}/compare-runs?runs=["{run_id}","{other}"]&experiments=["{exp_id}"]'
-        yield f"{base}/experiments/{exp_id}/runs/{run_id}", compare, tmp_path
+        landing = ui.runs_url(f"http://127.0.0.1:{port}", exp_id)  # the address `make ui` prints
+        yield f"{base}/experiments/{exp_id}/runs/{run_id}", compare, landing, tmp_path
     finally:
-        os.killpg(server.pid, signal.SIGTERM)  # our own server's process group only
-        server.wait(timeout=30)
+        ui.stop(server)  # our own server's process group only
 
 
 @pytest.mark.skipif(CHROMIUM is None and not os.environ.get("UDAS_REQUIRE_BROWSER"),
                     reason="chromium is not installed (make test installs it where it can)")
 def test_the_run_and_its_miou_are_on_the_page(mlflow_ui):
-    url, compare, tmp = mlflow_ui
+    url, compare, landing, tmp = mlflow_ui
+    # where `make ui` sends a fresh browser: the runs table of training runs, stage runs as rows
+    dom = dump_dom(landing, tmp / "profile-landing")
+    # (in the GenAI view there is no runs table; sorted by date, the stage runs would be folded away)
+    assert "matching runs" in dom  # the runs table's footer ("4 matching runs")
+    assert "stage-teacher" in dom and "stage-round_1" in dom and "udas ui-check other" in dom
     dom = dump_dom(url, tmp / "profile-dom")
     assert "udas ui-check" in dom
     assert "miou_round_1" in dom and "41.625" in dom

@@ -16,11 +16,11 @@ import logging
 import sys
 from pathlib import Path
 
-from udas_ray.config import Config, load_config
+from udas_ray.config import Config, config_path, load_config
 from udas_ray.paths import absolute_paths
 from udas_ray.errors import UdasError
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "conf" / "default.yaml"
+DEFAULT_CONFIG = config_path("default")  # the shipped conf/default.yaml
 
 
 def parser(description: str, default_config: Path | None = DEFAULT_CONFIG) -> argparse.ArgumentParser:

@@ -1,6 +1,7 @@
 """Configuration: YAML files in ``conf/`` plus dotted ``key=value`` overrides -> one frozen tree.
 
     cfg = load_config("conf/default.yaml", ["loss.lambda_adv=0.01", "data.image_size=[64,128]"])
+    cfg = load_config("default")  # a shipped config by name, also from an installed package
 
 Values on the command line are parsed as YAML, so ``[64,128]``, ``null``, ``true`` and ``1e-3``
 mean what they look like. Everything is checked before any work starts: an unknown key fails
@@ -152,6 +153,9 @@ class Train(Section):
     # when no target image is labeled (with labels the teacher already trains on target pixels).
     # Measured: teacher 19.1 -> 21.9 mIoU at 0 labels, 26.0 -> 24.5 at 5 % (so not with labels).
     adabn: Literal["auto", True, False] = "auto"
+    # Arithmetic of the segmentation stages' forward passes and losses (training, evaluation,
+    # pseudo-labels): fp32, or autocast to bf16 or fp16 (fp16 with a gradient scaler); CPU or GPU.
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
 
 
 # ----------------------------------------------------------------------------------- loss
@@ -583,12 +587,36 @@ def _merge(base: dict, top: dict) -> dict:
     return out
 
 
-def read_yaml(path: str | Path, _seen: tuple = ()) -> dict:
-    """A config file as a dict. ``extends: other.yaml`` (relative to the file) starts from
-    that file and overlays this one, so a sweep file only states what it changes."""
+def shipped_dir() -> Path:
+    """The folder of the shipped configs: ``udas_ray/conf`` in an installed package, the
+    checkout's ``conf/`` otherwise (pyproject.toml installs the one as the other)."""
+    here = Path(__file__).resolve().parent
+    installed = here / "conf"
+    return installed if installed.is_dir() else here.parent / "conf"
+
+
+def shipped_names() -> list[str]:
+    return sorted(p.stem for p in shipped_dir().glob("*.yaml"))
+
+
+def config_path(path: str | Path) -> Path:
+    """``path`` itself if it is a file; a bare name (``default``, ``sweep.yaml``) of a shipped
+    config otherwise; an error naming the path and the shipped names if neither exists."""
     path = Path(path)
-    if not path.is_file():
-        raise UdasError(f"{path}: config file not found")
+    if path.is_file():
+        return path
+    if path.parent == Path("."):
+        shipped = shipped_dir() / (path.name if path.suffix else f"{path.name}.yaml")
+        if shipped.is_file():
+            return shipped
+    raise UdasError(f"{path}: config file not found (shipped configs, by name: {', '.join(shipped_names())})")
+
+
+def read_yaml(path: str | Path, _seen: tuple = ()) -> dict:
+    """A config file (or a shipped config's name) as a dict. ``extends: other.yaml`` (relative
+    to the file) starts from that file and overlays this one, so a sweep file only states what
+    it changes."""
+    path = config_path(path)
     try:
         tree = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:

@@ -52,6 +52,18 @@ def predict_labels(model, images, sizes: Sequence[tuple[int, int]], device="cpu"
     return labels
 
 
+def predict_images(model, images: Sequence[np.ndarray], size: tuple[int, int],
+                   full_sizes: Sequence[tuple[int, int]] | None = None, device="cpu") -> list[np.ndarray]:
+    """trainId maps (uint8) of uint8 (H, W, 3) images of any size: each is resized to ``size``
+    (the model's ``data.image_size``) and its map returned at ``full_sizes[i]`` (default: the
+    image's own size), as :func:`predict_labels`."""
+    from udas_ray.data.images import resize_image
+
+    full_sizes = full_sizes or [image.shape[:2] for image in images]
+    batch = np.stack([resize_image(image, tuple(size)) for image in images])
+    return predict_labels(model, batch, full_sizes, device=device)
+
+
 def batched(seq: Sequence, size: int) -> Iterable[Sequence]:
     for start in range(0, len(seq), size):
         yield seq[start : start + size]

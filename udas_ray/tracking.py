@@ -50,6 +50,12 @@ def experiment_id(uri: str, name: str, artifact_location: str | None = None) -> 
         return client.get_experiment_by_name(name).experiment_id
 
 
+def find_experiment(uri: str, name: str) -> str | None:
+    """The id of experiment ``name`` in ``uri``, or None; creates nothing."""
+    exp = _client(uri).get_experiment_by_name(name)
+    return exp.experiment_id if exp is not None else None
+
+
 def default_artifact_location(uri: str) -> str | None:
     """Artifacts beside a SQLite store (``<dir>/mlartifacts``), not in the current directory."""
     if uri.startswith("sqlite:///"):

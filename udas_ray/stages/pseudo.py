@@ -32,7 +32,7 @@ import torch
 from PIL import Image
 
 from udas_ray.atomic import write_json
-from udas_ray import classes
+from udas_ray import classes, precision
 from udas_ray.classes import IGNORE, NUM_CLASSES
 from udas_ray.data import augment, images
 from udas_ray.data.readers import Sample, Split
@@ -109,21 +109,23 @@ def confidence_histogram(pred: np.ndarray, conf: np.ndarray) -> np.ndarray:
 class TeacherPredictor:
     """Ray Data callable class: one teacher per actor, K views per image, staging files out."""
 
-    def __init__(self, model_path: str, size: tuple[int, int], params: ViewParams, staging: str, threads: int = 1):
+    def __init__(self, model_path: str, size: tuple[int, int], params: ViewParams, staging: str, threads: int = 1,
+                 precision: str = "fp32"):
         from udas_ray.checkpoints import load_model
 
         torch.set_num_threads(max(1, threads))
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model = load_model(model_path)[0].to(self.device)
-        self.size, self.params, self.staging = tuple(size), params, Path(staging)
+        self.size, self.params, self.staging, self.precision = tuple(size), params, Path(staging), precision
         (self.staging / "pred").mkdir(parents=True, exist_ok=True)
 
     def __call__(self, batch: dict) -> dict:
         hist = np.zeros((NUM_CLASSES, BINS), np.int64)
         for image_path, name, seed in zip(batch["image"], batch["name"], batch["seed"]):
             image = images.resize_image(images.read_image(image_path), self.size)
-            pred, conf = merge_views(self.model, make_views(image, self.params, int(seed)),
-                                     self.params.temperature, self.device, self.params.scales)
+            with precision.autocast(self.precision, self.device):  # train.precision
+                pred, conf = merge_views(self.model, make_views(image, self.params, int(seed)),
+                                         self.params.temperature, self.device, self.params.scales)
             stem = Path(str(name)).stem
             images.write_png(self.staging / "pred" / f"{stem}.png", pred)
             images.write_png(self.staging / "pred" / f"{stem}.conf.png", np.round(conf * 65535).astype(np.uint16))
@@ -225,7 +227,8 @@ def predict_to_staging(cfg, split: Split, model_path: str | Path, staging: str |
     out = ds.map_batches(
         TeacherPredictor,
         fn_constructor_kwargs={"model_path": str(model_path), "size": tuple(cfg.data.image_size), "params": params,
-                               "staging": str(staging), "threads": max(1, int(p.cpus_per_actor))},
+                               "staging": str(staging), "threads": max(1, int(p.cpus_per_actor)),
+                               "precision": cfg.train.precision},
         batch_size=p.batch_size,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=p.actors),

@@ -7,11 +7,15 @@ to train on and which loss terms to sum; its :class:`SegmentTask` is the model, 
 
     step = Step(model, batch)                       # logits per stream, computed once
     loss = sum(weight * term(step) for each term)   # logged as loss_<name>
-    loss.backward(); opt.step()
+    loss.backward(); opt.step()                     # through the fp16 gradient scaler
     companions update (the discriminator, the mean teacher)
 
 At the end the scored model (the mean teacher if there is one) may get target BatchNorm
 statistics (AdaBN), is evaluated on target-val and saved as ``model.pt`` beside ``metrics.json``.
+
+``train.precision`` (``udas_ray.precision``): the forward passes and losses of a step, and the
+evaluations, run under autocast; the companions' own updates (the discriminator's step, the mean
+teacher's average) stay in float32, on float32 copies of the logits.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from udas_ray import visualize
+from udas_ray import precision, visualize
 from udas_ray.adabn import adapt_batchnorm
 from udas_ray.checkpoints import load_model, load_state_into, save_model, unwrap
 from udas_ray.classes import NUM_CLASSES
@@ -37,7 +41,8 @@ from udas_ray.models import build_segmenter, param_groups
 from udas_ray.stages import ema, loop  # noqa: F401  (ema registers the mean teacher's term where workers import this)
 from udas_ray.atomic import write_json
 from udas_ray.stages.runtime import Session
-from udas_ray.stages.terms import TERMS, Step, total_loss
+from udas_ray.stages import terms
+from udas_ray.stages.terms import TERMS, total_loss
 
 log = logging.getLogger("udas_ray")
 
@@ -86,6 +91,15 @@ def build_model(cfg: Config, spec: SegmentSpec) -> tuple[torch.nn.Module, dict]:
     return build_segmenter(cfg.model.name, NUM_CLASSES, cfg.model.pretrained, **options), options
 
 
+class Step(terms.Step):
+    """:class:`terms.Step` whose logits are float32 whatever the autocast dtype: the losses are
+    computed in float32 anyway, and a companion's network, run outside autocast after the step,
+    gets inputs of its own dtype (a no-op at fp32)."""
+
+    def logits(self, stream: str) -> torch.Tensor:
+        return super().logits(stream).float()
+
+
 class SegmentTask:
     def __init__(self, cfg: Config, spec: SegmentSpec, session: Session, tracker):
         loop.seed_torch(cfg.run.seed, spec.name, session.rank)  # the same stage draws the same in every run
@@ -98,6 +112,7 @@ class SegmentTask:
         self.companions = {name: TERMS[name].companion(cfg, self.model)
                            for name in spec.terms if TERMS[name].companion is not None}
         self.scored = next((c.scored for c in self.companions.values() if hasattr(c, "scored")), None)
+        self.scaler = precision.grad_scaler(t.precision, session.device)
         self.cache = SplitCache(spec.val, tuple(cfg.data.image_size), full_labels=cfg.data.eval_resolution == "full")
         self.val: dict = {}
         self.result, self.confusion = None, None
@@ -113,6 +128,7 @@ class SegmentTask:
     def load_state_dict(self, state: dict) -> int:
         load_state_into(self.model, state["model"], f"{self.spec.name} checkpoint")
         self.opt.load_state_dict(state["opt"])
+        precision.load_scaler_state(self.scaler, state)
         for companion in self.companions.values():
             companion.load_state_dict(state)
         loop.load_rng_state(state, self.cfg.run.seed, self.spec.name, self.session.rank)
@@ -146,14 +162,13 @@ class SegmentTask:
             if hasattr(companion, "before_step"):
                 companion.before_step(step)
         weighted, out = [], {}
-        for name, weight in self.spec.terms.items():
-            loss = TERMS[name].loss(step)
-            weighted.append((TERMS[name], weight, loss))
-            out[f"loss_{name}"] = loss.item()
-        total = total_loss(weighted)
-        self.opt.zero_grad(set_to_none=True)
-        total.backward()
-        self.opt.step()
+        with precision.autocast(self.cfg.train.precision, self.session.device):
+            for name, weight in self.spec.terms.items():
+                loss = TERMS[name].loss(step)
+                weighted.append((TERMS[name], weight, loss))
+                out[f"loss_{name}"] = loss.item()
+            total = total_loss(weighted)
+        precision.backward_step(total, self.opt, self.scaler)
         for companion in self.companions.values():
             out.update(companion.after_step(step, self.index))
         return {**out, **step.notes, "loss": total.item()}
@@ -167,7 +182,7 @@ class SegmentTask:
 
     def state_dict(self, step: int) -> dict:
         state = {"model": unwrap(self.model).state_dict(), "opt": self.opt.state_dict(), "step": step,
-                 **loop.rng_state()}
+                 **loop.rng_state(), **precision.scaler_state(self.scaler)}
         for companion in self.companions.values():
             state.update(companion.state_dict())
         return state
@@ -199,7 +214,8 @@ class SegmentTask:
 def evaluate(model, spec: SegmentSpec, cache: SplitCache, cfg: Config, session: Session) -> tuple[dict, np.ndarray]:
     """Target-val scores: each worker evaluates its share, confusion matrices are summed."""
     mine = range(session.rank, len(spec.val), session.world)
-    cm = split_confusion(unwrap(model), cache, mine, cfg.train.batch_size, session.device)
+    with precision.autocast(cfg.train.precision, session.device):
+        cm = split_confusion(unwrap(model), cache, mine, cfg.train.batch_size, session.device)
     cm = session.all_reduce_sum(torch.as_tensor(cm)).numpy()
     return scores(cm, cfg.data.protocol), cm
 
