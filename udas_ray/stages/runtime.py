@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from udas_ray import flops
+from udas_ray import atomic, flops
 from udas_ray.checkpoints import atomic_save, load_torch_file
 
 log = logging.getLogger("udas_ray")
@@ -61,10 +61,7 @@ class Progress:
 
 def append_history(out_dir: str | Path, record: dict) -> None:
     """One line of ``history.jsonl``: a log window or an evaluation of a stage."""
-    path = Path(out_dir) / HISTORY_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as f:
-        f.write(json.dumps(record) + "\n")
+    atomic.append_line(Path(out_dir) / HISTORY_FILE, json.dumps(record))
 
 
 def read_history(out_dir: str | Path) -> list[dict]:
