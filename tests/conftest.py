@@ -7,6 +7,10 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/layouts.py
+# Jobs the tests start (python jobs/x.py, whose sys.path[0] is jobs/) import this checkout's
+# udas_ray, not whichever one the environment has installed.
+REPO = str(Path(__file__).resolve().parent.parent)
+os.environ["PYTHONPATH"] = os.pathsep.join([REPO, *filter(None, [os.environ.get("PYTHONPATH")])])
 
 os.environ.setdefault("RAY_TRAIN_ENABLE_V2_DASHBOARD_INTEGRATION", "0")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

@@ -96,3 +96,34 @@ def test_unserializable_json_writes_nothing(tmp_path):
     with pytest.raises(TypeError):
         atomic.write_json(tmp_path / "x.json", {"a": object()})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_line_the_disk_cannot_take_is_not_appended_in_part(tmp_path, monkeypatch):
+    path = tmp_path / "history.jsonl"
+    atomic.append_line(path, '{"step": 2}')
+    real_write = os.write
+
+    def half_then_full(fd, data):
+        monkeypatch.setattr(atomic.os, "write", lambda *a: _no_space())
+        return real_write(fd, bytes(data[:4]))
+
+    monkeypatch.setattr(atomic.os, "write", half_then_full)
+    with pytest.raises(UdasError) as err:
+        atomic.append_line(path, '{"step": 4, "loss": 0.5}')
+    monkeypatch.undo()
+    assert str(err.value).startswith(f"{path}: could not write (No space left on device)")
+    assert path.read_text() == '{"step": 2}\n'  # still one JSON record per line
+
+
+def test_torch_files_too_keep_the_old_file_when_the_disk_is_full(tmp_path, monkeypatch):
+    import torch
+
+    from udas_ray.checkpoints import atomic_save
+
+    path = atomic_save({"step": 2}, tmp_path / "state.pt")
+    monkeypatch.setattr(atomic.os, "fsync", _no_space)
+    with pytest.raises(UdasError, match=r"state\.pt: could not write \(No space left on device\) - free space"):
+        atomic_save({"step": 4}, path)
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True) == {"step": 2}
+    assert [p.name for p in tmp_path.iterdir()] == ["state.pt"]

@@ -16,6 +16,7 @@ import json
 import os
 import uuid
 from pathlib import Path
+from typing import BinaryIO, Iterator
 
 from udas_ray.errors import UdasError
 
@@ -40,29 +41,76 @@ def _write_error(path: Path, exc: OSError) -> UdasError:
     return UdasError(f"{path}: could not write ({reason}) - check that {path.parent} is writable and rerun")
 
 
-def write_bytes(path: str | Path, data: bytes) -> Path:
+@contextlib.contextmanager
+def writing(path: str | Path, fsync: bool = True) -> Iterator[BinaryIO]:
+    """``with writing(path) as f: ...``: what the block writes to ``f`` replaces ``path`` when the
+    block ends, whole; if the block raises, nothing changes and the temp file is gone. A failed
+    write (disk full, read-only, also when a writer such as ``torch.save`` wraps the OSError in
+    its own exception) becomes the one-line :class:`UdasError`. ``fsync=False``: skip the flush
+    to disk, for files published later as a whole folder (a rename of their staging folder)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    fd = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # mode as umask says, like open()
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-        os.close(fd)
-        fd = None
+        # O_EXCL: never someone else's temp file; mode as umask says, like open()
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as f:
+            yield f
+            f.flush()
+            if fsync:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as exc:
-        if fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(fd)
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise _write_error(path, exc) from None
+        cause = _os_error(exc)
+        if cause is not None:
+            raise _write_error(path, cause) from None
         raise
+
+
+def _os_error(exc: BaseException | None) -> OSError | None:
+    """The OSError behind ``exc``: itself, or what it was raised from or while handling."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, OSError):
+            return exc
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
+
+
+def write_bytes(path: str | Path, data: bytes, fsync: bool = True) -> Path:
+    """Write ``data`` to ``path`` atomically (:func:`writing`)."""
+    with writing(path, fsync) as f:
+        _write_all(f.fileno(), data)  # unbuffered: straight to the temp file
+    return Path(path)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def append_line(path: str | Path, line: str) -> Path:
+    """Append ``line`` and a newline to ``path`` (created with its folders if needed), whole or
+    not at all: a write the disk cannot take is cut off again and becomes the one-line error."""
+    path = Path(path)
+    data = (line + "\n").encode("utf-8")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            size = os.lseek(fd, 0, os.SEEK_END)
+            try:
+                _write_all(fd, data)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, size)  # no half line
+                raise
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise _write_error(path, exc) from None
     return path
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from udas_ray import atomic
 from udas_ray.errors import UdasError
 
 MODEL_FORMAT = "udas-ray-model/1"
@@ -32,12 +33,11 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def atomic_save(obj, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-    return path
+    """``torch.save`` to ``path`` atomically: a kill or a full disk leaves the old file whole
+    and no temp file; a full disk is a one-line error naming the file and its disk."""
+    with atomic.writing(path) as f:
+        torch.save(obj, f)
+    return Path(path)
 
 
 def save_model(path, model, *, model_name: str, num_classes: int, model_options: dict, stage: str, step: int, config: dict) -> Path:

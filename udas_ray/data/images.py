@@ -12,13 +12,12 @@ failure is a one-line :class:`UdasError` naming the file. Label files come in tw
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from udas_ray import classes
+from udas_ray import atomic, classes
 from udas_ray.errors import UdasError
 
 
@@ -163,8 +162,5 @@ def resize_label(label: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def write_png(path: str | Path, array: np.ndarray) -> None:
     """Write a PNG atomically (temp file + rename): a killed run never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(array).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with atomic.writing(path, fsync=False) as f:  # a full disk: one line naming the file, no temp file left
+        Image.fromarray(array).save(f, format="PNG")

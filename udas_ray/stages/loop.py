@@ -39,8 +39,8 @@ import torch
 from udas_ray import flops, tracking
 from udas_ray.config import Config
 from udas_ray.data.batches import stage_seed
-from udas_ray.stages.runtime import (PlainSession, Progress, RaySession, Session, append_history,
-                                     quiet_worker_logs, set_threads)
+from udas_ray.stages.runtime import (InProcessSession, PlainSession, Progress, RaySession, Session, append_history,
+                                     quiet_worker_logs, saved_step, set_threads)
 
 log = logging.getLogger("udas_ray")
 
@@ -285,13 +285,25 @@ def worker_loop(config: dict) -> dict:
         while True:  # a restarted worker group starts a fresh pass; the loop stops at its last step
             yield from shard.iter_torch_batches(batch_size=bs, drop_last=True, prefetch_batches=2)
 
-    return _start(spec, cfg, RaySession(), batches())
+    in_process = config.get("checkpoint_dir")
+    return _start(spec, cfg, InProcessSession(in_process) if in_process else RaySession(), batches())
+
+
+IN_PROCESS_DIR = "in_process"  # in a stage's Ray Train folder: its checkpoint in scaling.num_workers=0
 
 
 def run_on_ray(cfg: Config, spec: Spec, storage: str | Path, callbacks=None):
-    """Fit the stage with Ray Train as ``cfg.scaling`` says; raises the stage's error if it failed."""
-    start = checkpointed_step(storage, spec.name)
-    result = fit(worker_loop, {"cfg": cfg.to_dict(), "spec": spec}, cfg=cfg, name=spec.name,
+    """Fit the stage with Ray Train as ``cfg.scaling`` says; raises the stage's error if it failed.
+    Ray Train keeps its checkpoints under ``storage/<stage>``; in its in-process mode, which
+    keeps them in memory only, the loop writes them to ``storage/<stage>/in_process/state.pt``."""
+    checkpoint_dir = None
+    if cfg.scaling.num_workers == 0:
+        checkpoint_dir = Path(storage).resolve() / spec.name / IN_PROCESS_DIR
+        start = saved_step(checkpoint_dir)
+    else:
+        start = checkpointed_step(storage, spec.name)
+    train_config = {"cfg": cfg.to_dict(), "spec": spec, "checkpoint_dir": checkpoint_dir and str(checkpoint_dir)}
+    result = fit(worker_loop, train_config, cfg=cfg, name=spec.name,
                  datasets={"train": training_dataset(cfg, spec, cfg.scaling.num_workers, start)}, storage=storage,
                  callbacks=callbacks)
     if result.error:

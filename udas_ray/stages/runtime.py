@@ -1,9 +1,10 @@
 """What a training loop needs from its surroundings, with and without Ray Train.
 
 A stage's loop is written once against :class:`Session` (rank, world size, device, the state to
-resume from, ``report``); :class:`RaySession` serves it inside a Ray Train worker (or Ray
-Train's in-process mode, ``scaling.num_workers=0``) and :class:`PlainSession` in a plain
-process, which is what the benchmarks compare against and what the unit tests drive.
+resume from, ``report``); :class:`RaySession` serves it inside a Ray Train worker,
+:class:`InProcessSession` in Ray Train's in-process mode (``scaling.num_workers=0``, checkpoints
+in the run folder) and :class:`PlainSession` in a plain process, which is what the benchmarks
+compare against and what the unit tests drive.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from udas_ray import flops
+from udas_ray import atomic, flops
 from udas_ray.checkpoints import atomic_save, load_torch_file
 
 log = logging.getLogger("udas_ray")
@@ -60,10 +61,7 @@ class Progress:
 
 def append_history(out_dir: str | Path, record: dict) -> None:
     """One line of ``history.jsonl``: a log window or an evaluation of a stage."""
-    path = Path(out_dir) / HISTORY_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as f:
-        f.write(json.dumps(record) + "\n")
+    atomic.append_line(Path(out_dir) / HISTORY_FILE, json.dumps(record))
 
 
 def read_history(out_dir: str | Path) -> list[dict]:
@@ -119,6 +117,16 @@ class PlainSession(Session):
             atomic_save(state, self.checkpoint_dir / STATE_FILE)
 
 
+def saved_step(checkpoint_dir: str | Path) -> int:
+    """The step of ``<checkpoint_dir>/state.pt`` (0: none, or unreadable). Memory-mapped: the
+    tensors are not read."""
+    try:
+        state = torch.load(Path(checkpoint_dir) / STATE_FILE, map_location="cpu", weights_only=True, mmap=True)
+        return int(state["step"])
+    except Exception:  # missing or damaged: the stage starts over, and restore() names a damaged file
+        return 0
+
+
 class RaySession(Session):
     """Inside ``train_loop_per_worker`` of a TorchTrainer."""
 
@@ -156,6 +164,25 @@ class RaySession(Session):
         with tempfile.TemporaryDirectory() as tmp:
             torch.save(state, Path(tmp) / STATE_FILE)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+
+class InProcessSession(RaySession):
+    """Ray Train's in-process mode (``scaling.num_workers=0``), which keeps checkpoints only in
+    memory: here they are written as :class:`PlainSession`'s, atomically into ``checkpoint_dir``
+    (under the stage's folder in the run), so a killed stage resumes from its last one."""
+
+    def __init__(self, checkpoint_dir: str | Path):
+        super().__init__()
+        self.files = PlainSession(checkpoint_dir, str(self.device))
+
+    def restore(self) -> dict | None:
+        return self.files.restore()
+
+    def report(self, metrics: dict, state: dict | None = None) -> None:
+        import ray.train
+
+        ray.train.report(metrics)
+        self.files.report(metrics, state)
 
 
 def quiet_worker_logs() -> None:
