@@ -51,7 +51,7 @@ def _label_ids_need_folder(section, key: str):
 
 
 class SourceData(Section):
-    format: Literal[SOURCE_FORMATS] = "scenes"  # the layout of the source folder (README: Real datasets)
+    format: Literal[SOURCE_FORMATS] = "scenes"  # the layout of the source folder (README: Your own data)
     root: str = "data/scenes/source"  # the source folder
     # [H, W] the source is resized to; null = data.image_size (the paper: 720x1280 vs 512x1024).
     image_size: Optional[Size] = None
@@ -70,7 +70,7 @@ class SourceData(Section):
 
 
 class TargetData(Section):
-    format: Literal[TARGET_FORMATS] = "scenes"  # the layout of the target folder (README: Real datasets)
+    format: Literal[TARGET_FORMATS] = "scenes"  # the layout of the target folder (README: Your own data)
     root: str = "data/scenes/target"  # the target folder
     labeled: int = Field(0, ge=0)  # labeled target-train images (picked by run.seed); 0 = pure UDA
     label_ids: Literal["labelids", "trainids"] = "labelids"  # as data.source.label_ids
