@@ -231,7 +231,7 @@ DEFAULT_RESOLVED = {
     'data.val_limit': None, 'data.verify': 'full', 'data_dependency.budgets': ['all', 0.336, 0.168, 0.034, 0],
     'loss.confidence': 0.0, 'loss.lambda_adv': 0.01, 'loss.lambda_cm': 1.0, 'loss.lambda_entropy': 0.0,
     'loss.lambda_intra': 1.0, 'loss.lambda_target': 1.0, 'loss.mix_confidence': 0.968, 'loss.temperature': 1.0,
-    'mlflow.experiment': 'udas-ray', 'mlflow.log_images_every': None, 'mlflow.tracking_uri': None,
+    'mlflow.experiment': 'udas-ray', 'mlflow.tracking_uri': None,
     'model.discriminator_ndf': 16, 'model.freeze_bn': False, 'model.name': 'deeplabv2_tiny',
     'model.options': {}, 'model.pretrained': None, 'pseudo.actors': 2, 'pseudo.batch_size': 16,
     'pseudo.class_fraction': 0.5, 'pseudo.cpus_per_actor': 1.0, 'pseudo.flip': True, 'pseudo.k': 3,

@@ -303,7 +303,6 @@ class Scaling(Section):
 class Mlflow(Section):
     tracking_uri: Optional[str] = None  # null = sqlite:///<run.dir>/mlflow.db
     experiment: str = "udas-ray"  # the MLflow experiment of the job's runs
-    log_images_every: Optional[int] = Field(None, ge=1)  # null = only at the end
 
 
 # ---------------------------------------------------------------------------------- style
