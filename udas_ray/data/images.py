@@ -12,6 +12,7 @@ failure is a one-line :class:`UdasError` naming the file. Label files come in tw
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
