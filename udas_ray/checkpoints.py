@@ -14,7 +14,6 @@ files) is all of that kind.
 
 from __future__ import annotations
 
-import os
 import pickle
 import warnings
 from pathlib import Path
