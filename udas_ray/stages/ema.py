@@ -68,6 +68,5 @@ class MeanTeacher:
 def mean_teacher_mix(step: Step) -> torch.Tensor:
     """ClassMix of source onto target images, target pixels labeled by the mean teacher and
     weighted by the share of them it is confident about."""
-    with torch.no_grad():
-        probs = torch.softmax(step.companions["mix"].net(step.image("target")), dim=1)
-    return classmix_loss(step, "sup", "target", probs, step.cfg.self_training.ema_threshold, note="mix_quality")
+    return classmix_loss(step, "sup", "target", step.teacher_probs("target"), step.cfg.self_training.ema_threshold,
+                         note="mix_quality")

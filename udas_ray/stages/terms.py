@@ -53,6 +53,14 @@ class Step:
             self._logits[stream] = self.model(self.image(stream))
         return self._logits[stream]
 
+    def teacher_probs(self, stream: str) -> torch.Tensor:
+        """The mean teacher's softmax on a stream (the ema stage's companion), computed once a step."""
+        key = f"teacher:{stream}"
+        if key not in self._logits:
+            with torch.no_grad():
+                self._logits[key] = torch.softmax(self.companions["mix"].net(self.image(stream)), dim=1)
+        return self._logits[key]
+
     def predictions(self, stream: str) -> torch.Tensor:
         """The segmenter's softmax on a stream as a fixed target (no gradient); reuses its logits."""
         if stream in self._logits:
@@ -251,12 +259,10 @@ def masked_image_consistency(step: Step) -> torch.Tensor:
     the unmasked target image and each image counts with the share of pixels it is confident
     about, as in MIC."""
     if "mix" in step.companions:  # the ema stage: the mean teacher labels the whole target image
-        image = step.image("target")
-        with torch.no_grad():
-            confidence, pseudo = torch.softmax(step.companions["mix"].net(image), dim=1).max(dim=1)
-            quality = (confidence > step.cfg.self_training.ema_threshold).float().mean(dim=(1, 2))
+        confidence, pseudo = step.teacher_probs("target").max(dim=1)
+        quality = (confidence > step.cfg.self_training.ema_threshold).float().mean(dim=(1, 2))
         step.notes["mic_quality"] = quality.mean().item()
-        return masked_loss(step, image, pseudo, quality)
+        return masked_loss(step, step.image("target"), pseudo, quality)
     return masked_loss(step, step.image("sup"), step.label("sup"))
 
 
