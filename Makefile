@@ -36,6 +36,8 @@ ui: setup
 	$(PY) -m udas_ray.ui --run $(RUN) --host 127.0.0.1 --port 5000
 
 bench: setup
+	$(PY) bench/peak.py
+	$(PY) bench/stage_speed.py
 	$(PY) bench/teacher_throughput.py
 	$(PY) bench/pseudo_throughput.py
 

@@ -238,7 +238,7 @@ DEFAULT_RESOLVED = {
     'pseudo.selection': 'class_balanced', 'pseudo.temperature': 1.0, 'pseudo.threshold': 0.9,
     'run.baselines': True, 'run.concurrent_seeds': 1, 'run.dir': 'runs/default', 'run.fresh': False,
     'run.seed': 0, 'run.seeds': None, 'run.supervised': False, 'scaling.cpus_per_worker': 1.5,
-    'scaling.data_cpus': 0.5, 'scaling.data_workers': 1, 'scaling.max_failures': 1, 'scaling.num_workers': 1,
+    'scaling.data_cpus': 0.5, 'scaling.data_workers': 1, 'scaling.max_failures': 1, 'scaling.num_workers': 0,
     'scaling.ray_num_cpus': None, 'scaling.use_gpu': False, 'self_training.ema_decay': 0.99,
     'self_training.ema_threshold': 0.968, 'self_training.init': 'teacher', 'self_training.labeled_share': 0.25,
     'self_training.mode': 'offline', 'self_training.noisy': True, 'self_training.randomize': False,

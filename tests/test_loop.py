@@ -1,7 +1,9 @@
 """udas_ray.stages.loop.run_loop with a fake task (a bias-free Linear layer, FLOPs known by hand)
 and udas_ray.stages.runtime's thread rounding."""
 
+import json
 import os
+import time
 
 import pytest
 import torch
@@ -167,3 +169,45 @@ def test_loop_passes_the_configured_peak(monkeypatch):
     cfg = Config.model_validate({}).override({"train.peak_gflops": 123.0})
     loop._start(Spec(), cfg, PlainSession("unused"), iter(()))
     assert seen["peak_gflops"] == 123.0
+
+
+class SlowTask(LinearTask):
+    """Evaluation and finish that take a known time."""
+
+    def evaluate(self, step):
+        time.sleep(0.2)
+        return {}
+
+    def finish(self, step, resumed_from):
+        time.sleep(0.1)
+        return {"step": step}
+
+
+def slow_batches(first_wait: float):
+    time.sleep(first_wait)  # the first batch keeps the loop waiting
+    yield from batches()
+
+
+def test_timing_json_says_where_the_stage_process_spent_its_time(tmp_path):
+    task = SlowTask(steps=6, log_every=3)
+    task.schedule = Schedule(steps=6, log_every=3, eval_every=3, checkpoint_every=3)
+    started = time.perf_counter()
+    run_loop(task, slow_batches(0.3), PlainSession(tmp_path / "ckpt"), name="fake", out_dir=tmp_path, peak_gflops=50.0)
+    wall = time.perf_counter() - started
+    timing = json.loads((tmp_path / loop.TIMING_FILE).read_text())
+    seconds = timing["seconds"]
+    assert timing["steps"] == 6
+    assert set(seconds) == {"setup", "flop_counter_and_peak", "first_batch", "train_steps", "data_wait", "evaluate",
+                            "checkpoint_and_report", "finish"}
+    assert seconds["first_batch"] >= 0.3 and seconds["data_wait"] < 0.3  # later batches come at once
+    assert 0.4 <= seconds["evaluate"] < 1.0  # two evaluations of 0.2 s
+    assert 0.1 <= seconds["finish"] < 0.5
+    assert timing["total"] == pytest.approx(sum(seconds.values()), abs=0.01) and timing["total"] <= wall
+
+
+def test_a_resumed_stage_times_only_the_steps_it_trained(tmp_path):
+    run_loop(LinearTask(steps=4, log_every=2), batches(), PlainSession(tmp_path / "ckpt"), name="fake",
+             out_dir=tmp_path, peak_gflops=50.0)
+    run_loop(LinearTask(steps=6, log_every=2), batches(), PlainSession(tmp_path / "ckpt"), name="fake",
+             out_dir=tmp_path, peak_gflops=50.0)
+    assert json.loads((tmp_path / loop.TIMING_FILE).read_text())["steps"] == 2

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn as nn
 
 from udas_ray.errors import UdasError
 from udas_ray.inference import to_input
@@ -307,3 +308,17 @@ def test_to_memory_format_and_to_input_layouts():
     default, nchw = to_input(images), to_input(images, channels_last=False)
     assert default.is_contiguous(memory_format=torch.channels_last) and nchw.is_contiguous()
     assert torch.equal(default, nchw)
+
+
+def test_is_channels_last_reads_the_model_and_inputs_follow_it():
+    from udas_ray.inference import predict_probs
+    from udas_ray.models.memory_format import is_channels_last
+
+    torch.manual_seed(0)
+    model = build_segmenter("deeplabv2_tiny", NUM_CLASSES).eval()
+    images = (torch.rand(2, 32, 64, 3) * 255).to(torch.uint8).numpy()
+    assert not is_channels_last(model)
+    nchw = predict_probs(model, images)
+    assert is_channels_last(to_memory_format(model, True))
+    torch.testing.assert_close(predict_probs(model, images), nchw, rtol=1e-4, atol=1e-5)
+    assert not is_channels_last(nn.Sequential(nn.Conv2d(3, 4, 1)))  # a 1x1 kernel fits both: NCHW assumed

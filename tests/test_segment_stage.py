@@ -245,3 +245,24 @@ def test_every_term_a_kind_lists_is_registered_where_a_train_worker_imports_it()
                                     check=True).stdout.split())
     listed = {t for kind in kinds.KINDS.values() for t in kind.terms}
     assert listed <= registered, f"not registered in a worker: {sorted(listed - registered)}"
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_train_channels_last_sets_the_layout_of_weights_batches_and_activations(tiny_cfg, tmp_path, channels_last):
+    from udas_ray import tracking
+    from udas_ray.models.memory_format import is_channels_last
+    from udas_ray.stages.runtime import PlainSession
+    from udas_ray.stages.terms import Step
+
+    cfg = tiny_cfg.override({"train.channels_last": channels_last})
+    spec = spec_for(cfg, "teacher", tmp_path)
+    task = spec.task(cfg, PlainSession(tmp_path / "ckpt"), tracking.NullLogger())
+    assert is_channels_last(task.model) == channels_last
+    assert is_channels_last(task.companions["adv"].net) == channels_last  # the discriminator too
+    builder_cls, kwargs = spec.batch_recipe(cfg)
+    batch = {k: torch.from_numpy(v) for k, v in builder_cls(**kwargs, seed=0)({"id": np.arange(2)}).items()}
+    step = Step(task.model, batch, "cpu", cfg, task.companions)
+    image, logits = step.image("sup"), step.logits("sup")
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    assert image.is_contiguous(memory_format=fmt) and logits.is_contiguous(memory_format=fmt)
+    assert image.is_contiguous() != channels_last  # 3-channel images: the two layouts differ

@@ -12,6 +12,7 @@ from typing import Iterable
 import torch
 
 from udas_ray.inference import to_input
+from udas_ray.models.memory_format import is_channels_last
 
 
 def batchnorms(model: torch.nn.Module) -> list[torch.nn.modules.batchnorm._BatchNorm]:
@@ -31,10 +32,10 @@ def adapt_batchnorm(model: torch.nn.Module, batches: Iterable, device="cpu") -> 
         m.reset_running_stats()
         m.momentum = None  # cumulative average over every batch
         m.train()
-    seen = 0
+    seen, channels_last = 0, is_channels_last(model)
     for images in batches:
         if len(images):
-            model(to_input(images, device))
+            model(to_input(images, device, channels_last))
             seen += len(images)
     for m, (momentum, mean, var) in zip(layers, saved):
         m.momentum = momentum

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from udas_ray.data.batches import Item, load_item
 from udas_ray.data.images import read_label
 from udas_ray.metrics import confusion_matrix
-from udas_ray.models.memory_format import to_memory_format
+from udas_ray.models.memory_format import is_channels_last, to_memory_format
 
 # ImageNet statistics: what torchvision-format pretrained backbones expect.
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1) * 255
@@ -21,9 +21,9 @@ STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1) * 255
 def to_input(images, device: torch.device | str = "cpu", channels_last: bool = True) -> torch.Tensor:
     """uint8 (N, H, W, 3) array or tensor -> normalised float (N, 3, H, W) on ``device``.
 
-    The NHWC -> NCHW permute of a contiguous batch leaves channels-last strides, which every
-    convolution downstream keeps (measured faster on CPU than NCHW), so ``channels_last=True``
-    returns what this always did; ``False`` copies to contiguous NCHW."""
+    The NHWC -> NCHW permute of a contiguous batch leaves channels-last strides, so
+    ``channels_last=True`` costs no copy; ``False`` copies to contiguous NCHW. Give a model the
+    layout of its own weights (:func:`~udas_ray.models.memory_format.is_channels_last`)."""
     x = torch.as_tensor(np.asarray(images) if not torch.is_tensor(images) else images)
     x = x.to(device).permute(0, 3, 1, 2).float()
     x = (x - MEAN.to(device)) / STD.to(device)
@@ -33,7 +33,7 @@ def to_input(images, device: torch.device | str = "cpu", channels_last: bool = T
 @torch.no_grad()
 def predict_probs(model, images, temperature: float = 1.0, device="cpu") -> torch.Tensor:
     """Softmax maps (N, C, H, W) of a batch of uint8 images."""
-    logits = model(to_input(images, device))
+    logits = model(to_input(images, device, is_channels_last(model)))
     return torch.softmax(logits / temperature, dim=1)
 
 
@@ -44,7 +44,7 @@ def predict_labels(model, images, sizes: Sequence[tuple[int, int]], device="cpu"
     The logits are upsampled (bilinear) to each full size and the argmax taken there, one image
     at a time (a 19-class 1024x2048 map is 160 MB): class borders then fall between the model's
     pixels where the scores cross, not on the blocks of a nearest-upsampled small label map."""
-    logits = model(to_input(images, device))
+    logits = model(to_input(images, device, is_channels_last(model)))
     labels = []
     for one, size in zip(logits, sizes):
         full = F.interpolate(one[None].float(), size=tuple(size), mode="bilinear", align_corners=False)

@@ -33,6 +33,7 @@ from udas_ray.driver import CONFIG_FILE, MANIFEST_FILE, plan
 from udas_ray.errors import UdasError
 from udas_ray.inference import batched, predict_images
 from udas_ray.metrics import Evaluator, export_cityscapes
+from udas_ray.models import to_memory_format
 from udas_ray.progress import Ticker
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -147,7 +148,7 @@ def main(argv=None):
     color_dir = out.with_name(out.name + "_color")
     device = pick_device(args.device)
     try:
-        model.to(device)
+        model = to_memory_format(model.to(device), cfg.train.channels_last)
     except (RuntimeError, AssertionError) as exc:
         raise UdasError(f"--device {args.device}: cannot use it ({str(exc).splitlines()[0]})") from None
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-__all__ = ["memory_format", "to_memory_format"]
+__all__ = ["is_channels_last", "memory_format", "to_memory_format"]
 
 
 def memory_format(channels_last: bool) -> torch.memory_format:
@@ -33,3 +33,12 @@ def to_memory_format(obj, channels_last: bool):
     if torch.is_tensor(obj):
         return obj.contiguous(memory_format=fmt) if obj.dim() == 4 else obj
     raise TypeError(f"to_memory_format: expected an nn.Module or a tensor, got {type(obj).__name__}")
+
+
+def is_channels_last(model: nn.Module) -> bool:
+    """Whether ``model``'s convolutions are channels-last: the layout of its first weight with a
+    spatial kernel (a 1x1 kernel's strides fit both layouts). Inputs are made to match it."""
+    for p in model.parameters():
+        if p.dim() == 4 and p.shape[2] * p.shape[3] > 1:
+            return p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+    return False

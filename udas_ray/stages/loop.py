@@ -29,6 +29,7 @@ import json
 import logging
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Protocol
@@ -36,7 +37,7 @@ from typing import Callable, Iterable, Iterator, Protocol
 import numpy as np
 import torch
 
-from udas_ray import flops, tracking
+from udas_ray import atomic, flops, tracking
 from udas_ray.config import Config
 from udas_ray.data.batches import stage_seed
 from udas_ray.stages.runtime import (InProcessSession, PlainSession, Progress, RaySession, Session, append_history,
@@ -109,18 +110,21 @@ def run_loop(task: Task, batches: Iterable[dict] | Callable[[int], Iterable[dict
     under 1 % of a 50-step window."""
     sched = task.schedule
     step = resumed_from = 0
-    state = session.restore()
-    if state is not None:
-        step = resumed_from = task.load_state_dict(state)
-        log.info("[%s] resuming at step %d/%d from its last checkpoint", name, step, sched.steps)
-    task.prepare(session)
-    if step == 0:
-        task.tracker.params(task.params())
+    clock = Phases()
+    with clock("setup"):
+        state = session.restore()
+        if state is not None:
+            step = resumed_from = task.load_state_dict(state)
+            log.info("[%s] resuming at step %d/%d from its last checkpoint", name, step, sched.steps)
+        task.prepare(session)
+        if step == 0:
+            task.tracker.params(task.params())
     measured = not peak_gflops
     if step < sched.steps:
-        flops.warm_up_counter()  # the counter's one-time imports, off the clock
-        with torch.random.fork_rng(devices=[]):  # the measurement's randn must not move the training's RNG
-            peak_gflops = peak_gflops or flops.measure_peak(torch.get_num_threads())
+        with clock("flop_counter_and_peak"):
+            flops.warm_up_counter()  # the counter's one-time imports, off the clock
+            with torch.random.fork_rng(devices=[]):  # the measurement's randn must not move the training's RNG
+                peak_gflops = peak_gflops or flops.measure_peak(torch.get_num_threads())
     it = iter(batches(step) if callable(batches) else batches)
     progress, announce = Progress(peak_gflops=peak_gflops), False
     started = time.perf_counter()
@@ -128,13 +132,15 @@ def run_loop(task: Task, batches: Iterable[dict] | Callable[[int], Iterable[dict
         t0 = time.perf_counter()
         batch = next(it)
         wait = time.perf_counter() - t0
-        lr = task.set_lr(step)
-        if progress.flops_per_step is None:
-            losses, progress.flops_per_step = count_first_step(task, batch)
-            log_flops(task, name, progress.flops_per_step, peak_gflops, measured)
-            announce = True
-        else:
-            losses = task.train_step(batch)
+        clock.add("first_batch" if progress.flops_per_step is None else "data_wait", wait)
+        with clock("train_steps"):
+            lr = task.set_lr(step)
+            if progress.flops_per_step is None:
+                losses, progress.flops_per_step = count_first_step(task, batch)
+                log_flops(task, name, progress.flops_per_step, peak_gflops, measured)
+                announce = True
+            else:
+                losses = task.train_step(batch)
         progress.add(losses, wait)
         step += 1
         last = step == sched.steps
@@ -147,16 +153,51 @@ def run_loop(task: Task, batches: Iterable[dict] | Callable[[int], Iterable[dict
             progress.reset()
             log_progress(name, step, sched.steps, metrics)
         if step % sched.eval_every == 0 or last:
-            metrics.update(task.evaluate(step))
+            with clock("evaluate"):
+                metrics.update(task.evaluate(step))
         checkpoint = step % sched.checkpoint_every == 0 or last
         if metrics or checkpoint:  # every rank reports on the same steps: report is a barrier
-            task.tracker.metrics(metrics, step)
-            if session.rank == 0:
-                append_history(out_dir, {"step": step, **metrics})
-            session.report({"step": step, **metrics},
-                           task.state_dict(step) if checkpoint and session.rank == 0 else None)
-    final = task.finish(step, resumed_from)
+            with clock("checkpoint_and_report"):
+                task.tracker.metrics(metrics, step)
+                if session.rank == 0:
+                    append_history(out_dir, {"step": step, **metrics})
+                session.report({"step": step, **metrics},
+                               task.state_dict(step) if checkpoint and session.rank == 0 else None)
+    with clock("finish"):
+        final = task.finish(step, resumed_from)
+    if session.rank == 0:
+        clock.write(out_dir, steps=step - resumed_from)
     return {**final, "seconds": time.perf_counter() - started}
+
+
+TIMING_FILE = "timing.json"  # in a stage folder: where its training process's time went
+
+
+class Phases:
+    """Wall-clock seconds of the loop's phases in this process (setup, the wait for the first
+    batch, training steps, data waits, evaluations, checkpoints and reports, the stage's finish),
+    written to the stage folder's ``timing.json``. What the stage's wall clock holds beyond their
+    sum is outside the training process: Ray Train's worker group and Ray Data starting and
+    stopping (bench/run_breakdown.py)."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    def add(self, phase: str, seconds: float) -> None:
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + seconds
+
+    @contextmanager
+    def __call__(self, phase: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(phase, time.perf_counter() - t0)
+
+    def write(self, out_dir: str | Path, **extra) -> None:
+        seconds = {k: round(v, 3) for k, v in self.seconds.items()}
+        atomic.write_json(Path(out_dir) / TIMING_FILE, {"seconds": seconds, "total": round(sum(seconds.values()), 3),
+                                                  **extra})
 
 
 def count_first_step(task: Task, batch: dict) -> tuple[dict, int]:

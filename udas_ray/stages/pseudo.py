@@ -110,12 +110,13 @@ class TeacherPredictor:
     """Ray Data callable class: one teacher per actor, K views per image, staging files out."""
 
     def __init__(self, model_path: str, size: tuple[int, int], params: ViewParams, staging: str, threads: int = 1,
-                 precision: str = "fp32"):
+                 precision: str = "fp32", channels_last: bool = True):
         from udas_ray.checkpoints import load_model
+        from udas_ray.models import to_memory_format
 
         torch.set_num_threads(max(1, threads))
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.model = load_model(model_path)[0].to(self.device)
+        self.model = to_memory_format(load_model(model_path)[0].to(self.device), channels_last)
         self.size, self.params, self.staging, self.precision = tuple(size), params, Path(staging), precision
         (self.staging / "pred").mkdir(parents=True, exist_ok=True)
 
@@ -228,7 +229,7 @@ def predict_to_staging(cfg, split: Split, model_path: str | Path, staging: str |
         TeacherPredictor,
         fn_constructor_kwargs={"model_path": str(model_path), "size": tuple(cfg.data.image_size), "params": params,
                                "staging": str(staging), "threads": max(1, int(p.cpus_per_actor)),
-                               "precision": cfg.train.precision},
+                               "precision": cfg.train.precision, "channels_last": cfg.train.channels_last},
         batch_size=p.batch_size,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=p.actors),

@@ -37,7 +37,7 @@ from udas_ray.config import Config
 from udas_ray.data.batches import AugmentParams, BatchBuilder, Item, Streams, load_item
 from udas_ray.inference import SplitCache, batched, predict_probs, split_confusion
 from udas_ray.metrics import flat_metrics, scores
-from udas_ray.models import build_segmenter, param_groups
+from udas_ray.models import build_segmenter, param_groups, to_memory_format
 from udas_ray.stages import ema, loop  # noqa: F401  (ema registers the mean teacher's term where workers import this)
 from udas_ray.atomic import write_json
 from udas_ray.stages.runtime import Session
@@ -107,6 +107,7 @@ class SegmentTask:
         t = cfg.train
         self.schedule = loop.Schedule(spec.steps, t.log_every, t.eval_every, t.checkpoint_every)
         self.model, self.options = build_model(cfg, spec)
+        self.model = to_memory_format(self.model, t.channels_last)
         self.opt = torch.optim.SGD(param_groups(self.model, t.lr), lr=t.lr, momentum=t.momentum,
                                    weight_decay=t.weight_decay)
         self.companions = {name: TERMS[name].companion(cfg, self.model)

@@ -31,7 +31,7 @@ from udas_ray import losses
 from udas_ray.classes import IGNORE, NUM_CLASSES
 from udas_ray.config import Config
 from udas_ray.inference import to_input
-from udas_ray.models import build_discriminator
+from udas_ray.models import build_discriminator, to_memory_format
 
 
 class Step:
@@ -43,7 +43,7 @@ class Step:
         self._logits: dict[str, torch.Tensor] = {}
 
     def image(self, stream: str) -> torch.Tensor:
-        return to_input(self.batch[f"{stream}_image"], self.device)
+        return to_input(self.batch[f"{stream}_image"], self.device, self.cfg.train.channels_last)
 
     def label(self, stream: str) -> torch.Tensor:
         return self.batch[f"{stream}_label"].to(self.device).long()
@@ -182,7 +182,8 @@ class Adversary:
 
     def __init__(self, cfg: Config, model: torch.nn.Module):
         self.cfg = cfg
-        self.net = build_discriminator(NUM_CLASSES, ndf=cfg.model.discriminator_ndf)
+        self.net = to_memory_format(build_discriminator(NUM_CLASSES, ndf=cfg.model.discriminator_ndf),
+                                    cfg.train.channels_last)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.train.lr_discriminator, betas=(0.9, 0.99))
 
     def prepare(self, session) -> None:

@@ -1,0 +1,149 @@
+"""Where the wall clock of a whole run goes: `make run` timed, stage by stage, phase by phase.
+
+    python bench/run_breakdown.py [--checkout DIR] [--run-dir DIR] [--out FILE] [key=value ...]
+    python bench/run_breakdown.py --read RUN_DIR [--wall SECONDS]
+
+Runs ``jobs/self_train.py`` (the job behind `make run`) on the embedded benchmark in a fresh run
+folder and times it from the outside; ``--checkout`` runs another checkout's job instead (e.g. an
+older commit in a ``git worktree``) on this checkout's data, so two versions can be timed side
+by side on one machine. Then, from the run folder:
+  * each stage's wall clock (the driver's manifest: start to end of the stage),
+  * inside its training process (the stage folder's ``timing.json``, written by the training
+    loop): setup, the first batch, the training steps, data waits, evaluations, checkpoints and
+    reports, the stage's finish (AdaBN, final files);
+  * outside it: the rest of the stage's wall clock, Ray Train's worker group and Ray Data
+    starting and stopping;
+  * steps/s, GFLOP/s and MFU of the stage's log windows after the first (``history.jsonl``);
+  * the job's own time besides its stages (Ray start-up, checks, summary).
+Printed as a table and written as JSON (bench/results/run_breakdown.json) with the machine's
+metadata (bench/common.py). ``--read`` reports on a run folder without running anything.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import RESULTS, metadata, write_result
+
+REPO = Path(__file__).resolve().parent.parent
+PHASES = ("setup", "flop_counter_and_peak", "first_batch", "train_steps", "data_wait", "evaluate",
+          "checkpoint_and_report", "finish")
+
+
+def stage_folder(run_dir: Path, name: str) -> Path:
+    for folder in (run_dir / "stages" / name, run_dir / "style" / name, run_dir / name):
+        if folder.is_dir():
+            return folder
+    return run_dir / "stages" / name
+
+
+def windows(folder: Path) -> list[dict]:
+    path = folder / "history.jsonl"
+    if not path.is_file():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if "steps_per_s" in r]
+    return rows[1:] or rows  # the first window holds the warm-up
+
+
+def mean(rows: list[dict], key: str):
+    values = [r[key] for r in rows if key in r]
+    return round(sum(values) / len(values), 3) if values else None
+
+
+def breakdown(run_dir: Path, wall: float | None) -> dict:
+    stages = json.loads((run_dir / "manifest.json").read_text())["stages"]
+    out, in_stages = {}, 0.0
+    for name, entry in stages.items():
+        seconds = entry.get("finished", 0) - entry.get("started", 0)
+        if seconds <= 0:
+            continue
+        in_stages += seconds
+        folder = stage_folder(run_dir, name)
+        row = {"kind": entry.get("kind"), "wall_s": round(seconds, 1)}
+        timing = folder / "timing.json"
+        if timing.is_file():
+            t = json.loads(timing.read_text())
+            row["in_training_process_s"] = {k: round(v, 1) for k, v in t["seconds"].items()}
+            row["outside_training_process_s"] = round(seconds - t["total"], 1)
+        hist = windows(folder)
+        if hist:
+            row.update(steps_per_s=mean(hist, "steps_per_s"), gflops_per_s=mean(hist, "gflops_per_s"),
+                       mfu=mean(hist, "mfu"), data_wait_share=mean(hist, "data_wait_share"))
+        out[name] = row
+    result = {"run_dir": str(run_dir), "stages": out, "stages_s": round(in_stages, 1)}
+    if wall is not None:
+        result.update(wall_s=round(wall, 1), job_besides_stages_s=round(wall - in_stages, 1))
+    return result
+
+
+def table(result: dict) -> str:
+    head = f"{'stage':<18} {'wall s':>7} {'steps':>6} {'eval':>5} {'ckpt':>5} {'other':>6} {'outside':>7} " \
+           f"{'it/s':>5} {'GFLOP/s':>7} {'MFU':>6} {'wait':>5}"
+    lines = [head]
+    for name, r in result["stages"].items():
+        t = r.get("in_training_process_s", {})
+        steps = t.get("train_steps", 0) + t.get("data_wait", 0)
+        other = sum(v for k, v in t.items() if k not in ("train_steps", "data_wait", "evaluate", "checkpoint_and_report"))
+        cells = [f"{name:<18}", f"{r['wall_s']:>7.1f}"]
+        if t:
+            cells += [f"{steps:>6.1f}", f"{t.get('evaluate', 0):>5.1f}", f"{t.get('checkpoint_and_report', 0):>5.1f}",
+                      f"{other:>6.1f}", f"{r['outside_training_process_s']:>7.1f}"]
+        else:
+            cells += [f"{'':>6}", f"{'':>5}", f"{'':>5}", f"{'':>6}", f"{'':>7}"]
+        if "steps_per_s" in r:
+            mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") is not None else ""
+            gf = f"{r['gflops_per_s']:.1f}" if r.get("gflops_per_s") is not None else ""
+            cells += [f"{r['steps_per_s']:>5.2f}", f"{gf:>7}", f"{mfu:>6}", f"{100 * r['data_wait_share']:>4.1f}%"]
+        lines.append(" ".join(cells))
+    tail = f"stages {result['stages_s']:.0f} s"
+    if "wall_s" in result:
+        tail = f"job {result['wall_s']:.0f} s = " + tail + f" + {result['job_besides_stages_s']:.0f} s besides them"
+    return "\n".join([*lines, tail, "steps = training steps + data waits; other = setup, first batch, FLOP count "
+                      "and peak, finish; outside = Ray Train and Ray Data start/stop"])
+
+
+def run_job(checkout: Path, run_dir: Path, overrides: list[str]) -> float:
+    """The checkout's jobs/self_train.py on this checkout's benchmark data; its wall clock."""
+    env = {**os.environ, "PYTHONPATH": str(checkout)}
+    env.pop("RAY_ADDRESS", None)  # a Ray of its own, as `make run`
+    data = [f"data.source.root={REPO / 'data/scenes/source'}", f"data.target.root={REPO / 'data/scenes/target'}"]
+    cmd = [sys.executable, "jobs/self_train.py", f"run.dir={run_dir}", "run.fresh=true", *data, *overrides]
+    print("running:", " ".join(cmd), f"(in {checkout})", flush=True)
+    start = time.perf_counter()
+    subprocess.run(cmd, cwd=checkout, env=env, check=True)
+    return time.perf_counter() - start
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkout", type=Path, default=REPO, help="the checkout whose job runs (default: this one)")
+    p.add_argument("--run-dir", type=Path, default=None, help="default: a temporary folder, removed afterwards")
+    p.add_argument("--read", type=Path, default=None, help="report on this run folder; run nothing")
+    p.add_argument("--wall", type=float, default=None, help="with --read: the job's wall clock, if known")
+    p.add_argument("--out", default=str(RESULTS / "run_breakdown.json"))
+    p.add_argument("overrides", nargs="*")
+    args = p.parse_args()
+    if args.read:
+        result = breakdown(args.read.resolve(), args.wall)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            run_dir = (args.run_dir or Path(tmp) / "run").resolve()
+            wall = run_job(args.checkout.resolve(), run_dir, args.overrides)
+            result = breakdown(run_dir, wall)
+            commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=args.checkout, capture_output=True,
+                                    text=True).stdout.strip()
+            summary = json.loads((run_dir / "summary.json").read_text())
+            result.update(checkout_commit=commit, overrides=args.overrides,
+                          miou={row["name"]: round(row["miou"], 2) for row in summary["stages"]})
+    print(table(result))
+    write_result({**metadata(), **result}, args.out)
+
+
+if __name__ == "__main__":
+    main()
