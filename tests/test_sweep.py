@@ -62,41 +62,7 @@ def test_bad_space_exits_2_before_any_trial(tmp_path):
     assert not (tmp_path / "s").exists()
 
 
-def test_a_two_trial_sweep_writes_best_yaml_and_mlflow_runs(tiny_data, tmp_path):
-    source, target = tiny_data
-    run_dir = tmp_path / "sweep"
-    args = [sys.executable, "jobs/sweep.py", f"data.source.format=gta5", f"data.source.root={source}",
-            "data.target.format=cityscapes", f"data.target.root={target}", "data.target.labeled=2",
-            "data.image_size=[32,64]", "train.steps=2", "train.batch_size=2", "train.eval_every=1",
-            "train.checkpoint_every=2", "scaling.num_workers=1", "scaling.cpus_per_worker=0.5", "pseudo.actors=1", "pseudo.cpus_per_actor=0.5",
-            "scaling.data_cpus=0.25", "scaling.ray_num_cpus=4", f"run.dir={run_dir}", "tune.num_samples=2",
-            "tune.scheduler=fifo",  # ASHA may stop one of two trials early: this test wants both to finish
-            "tune.space={loss.lambda_adv: {loguniform: [1.0e-4, 1.0e-2]}, pseudo.threshold: {choice: [0.0, 0.5]}}"]
-    proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "RAY_ADDRESS": "local"})
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    best = yaml.safe_load((run_dir / "best.yaml").read_text())
-    assert 1e-4 <= best["loss"]["lambda_adv"] <= 1e-2 and best["pseudo"]["threshold"] in (0.0, 0.5)
-    load_config(run_dir / "best.yaml")  # ready to pass to jobs/self_train.py --config
-    report = json.loads((run_dir / "sweep.json").read_text())
-    assert len(report["trials"]) == 2 and all(t["finished"] for t in report["trials"])
-
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(f"sqlite:///{run_dir / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("udas-ray-sweep")
-    trials = [r for r in client.search_runs([exp.experiment_id]) if r.info.run_name.startswith("trial ")]
-    assert len(trials) == 2
-    for run in trials:  # swept values as params, mIoU as metrics: what the compare view plots
-        assert "loss.lambda_adv" in run.data.params and "miou_round_1" in run.data.metrics
-
-    again = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600,
-                           env={**os.environ, "RAY_ADDRESS": "local"})
-    assert again.returncode == 0 and "resuming the sweep" in again.stdout
-    assert len(json.loads((run_dir / "sweep.json").read_text())["trials"]) == 2  # finished trials kept
-
-
-def test_trials_stopped_by_asha_free_their_cpus_for_the_next(tiny_data, tmp_path):
+def test_an_asha_sweep_frees_stopped_trials_cpus_writes_best_yaml_and_mlflow_runs_and_resumes(tiny_data, tmp_path):
     # Each stage asks for all 2 CPUs of this Ray. When ASHA stops a trial, Ray Train frees its
     # workers' placement group only once the State API (the dashboard) confirms the trial is
     # gone; without it the next trial waited forever.
@@ -107,9 +73,39 @@ def test_trials_stopped_by_asha_free_their_cpus_for_the_next(tiny_data, tmp_path
             "data.image_size=[32,64]", "train.steps=12", "train.batch_size=2", "train.eval_every=2",
             "train.checkpoint_every=12", "scaling.num_workers=1", "scaling.cpus_per_worker=1.5",
             "scaling.data_cpus=0.49", "pseudo.actors=1", "pseudo.cpus_per_actor=0.99", "scaling.ray_num_cpus=2",
-            f"run.dir={run_dir}", "tune.num_samples=4", "tune.scheduler=asha"]
+            f"run.dir={run_dir}", "tune.num_samples=3", "tune.scheduler=asha",
+            "self_training.rounds=0",  # a trial is its teacher: where ASHA stops trials
+            "tune.space={loss.lambda_adv: {loguniform: [1.0e-4, 1.0e-2]}, pseudo.threshold: {choice: [0.0, 0.5]}}"]
     proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "RAY_ADDRESS": "local"})
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     trials = json.loads((run_dir / "sweep.json").read_text())["trials"]
-    assert len(trials) == 4 and not any(t["error"] for t in trials)
+    assert len(trials) == 3 and not any(t["error"] for t in trials)
+
+    best = yaml.safe_load((run_dir / "best.yaml").read_text())
+    assert 1e-4 <= best["loss"]["lambda_adv"] <= 1e-2 and best["pseudo"]["threshold"] in (0.0, 0.5)
+    load_config(run_dir / "best.yaml")  # ready to pass to jobs/self_train.py --config
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{run_dir / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("udas-ray-sweep")
+    runs = [r for r in client.search_runs([exp.experiment_id]) if r.info.run_name.startswith("trial ")]
+    assert len(runs) == 3
+    # swept values as params, mIoU as metrics: what the compare view plots (a trial ASHA stopped
+    # early has the mIoU of the stages it finished)
+    assert all("loss.lambda_adv" in run.data.params for run in runs)
+    assert any("miou_teacher" in run.data.metrics for run in runs)  # the first trial always runs to the end
+
+    again = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600,
+                           env={**os.environ, "RAY_ADDRESS": "local"})
+    assert again.returncode == 0 and "resuming the sweep" in again.stdout
+    assert len(json.loads((run_dir / "sweep.json").read_text())["trials"]) == 3  # finished trials kept
+
+
+def test_asha_over_in_process_stages_is_refused_as_it_could_stop_nothing():
+    cfg = load_config(SWEEP, ["scaling.num_workers=0"])
+    with pytest.raises(UdasError, match="tune.scheduler=asha needs scaling.num_workers >= 1"):
+        parse_space(cfg)
+    parse_space(cfg.override({"tune.scheduler": "fifo"}))  # a FIFO sweep only needs each trial's final mIoU
+    assert load_config(SWEEP).scaling.num_workers == 1  # the shipped sweep trains on Train workers
