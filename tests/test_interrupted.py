@@ -48,22 +48,69 @@ def overrides(data, run_dir):
             "model.options={widths: [8, 8, 8, 8], depths: [1, 1, 1, 1]}"]
 
 
-def start(data, run_dir, log_name, log_dir=None):
-    """The job on ``run_dir`` in a process group of its own, its output in ``log_dir/log_name``."""
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # a Ray of its own
+def start(data, run_dir, log_name, log_dir=None) -> "Job":
+    """The job on ``run_dir``, its output in ``log_dir/log_name``."""
     log_path = (log_dir or run_dir.parent) / log_name
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "w") as log:
-        # a process group of its own (SIGKILL reaches the job and the Ray it started), in this
-        # session: in its scheduling group too
-        job = subprocess.Popen([sys.executable, "jobs/self_train.py", *overrides(data, run_dir)], cwd=REPO, env=env,
-                               stdout=log, stderr=subprocess.STDOUT, process_group=0)
-    job.log = log_path
+    job = Job(["jobs/self_train.py", *overrides(data, run_dir)], log_path)
     STARTED.append(job)
     return job
 
 
-STARTED: list[subprocess.Popen] = []
+# Ray 2.60 gives a new node 30 s to start (ray/_private/node.py, raylet_start_wait_time_s, not
+# configurable); on a 2-core machine busy with other work at a higher priority it can miss that.
+RAY_DID_NOT_START = "The current node timed out during startup"
+
+
+class Job:
+    """A job in a process group of its own (SIGKILL reaches the job and the Ray it started), in
+    this session (so in its scheduling group too), its stdout appended to ``log`` and its stderr
+    to ``err`` (apart: a block-buffered stdout flushed in mid-line would cut into the stderr
+    line a test reads). A job whose own Ray did not start in time has done nothing yet: it is
+    started again (twice at most)."""
+
+    def __init__(self, args: list[str], log: Path):
+        self.args, self.log, self.err, self.tries = args, log, log.with_name(log.name + ".err"), 0
+        log.write_text("")
+        self.err.write_text("")
+        self._start()
+
+    def _start(self) -> None:
+        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # a Ray of its own
+        self.offset = self.err.stat().st_size
+        with open(self.log, "a") as out, open(self.err, "a") as err:
+            self.proc = subprocess.Popen([sys.executable, *self.args], cwd=REPO, env=env, stdout=out, stderr=err,
+                                         process_group=0)
+        self.tries += 1
+
+    def output(self) -> str:
+        """The end of its stdout and of its stderr, to show in a failed assertion."""
+        return self.log.read_text()[-1500:] + "\n--- stderr ---\n" + self.err.read_text()[-3000:]
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def poll(self) -> int | None:
+        code = self.proc.poll()
+        if code not in (None, 0) and self.tries < 3:
+            with open(self.err) as f:
+                f.seek(self.offset)
+                if RAY_DID_NOT_START in f.read():
+                    self._start()
+                    return None
+        return code
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            self.proc.wait(timeout=None if deadline is None else max(deadline - time.monotonic(), 0.01))
+            code = self.poll()
+            if code is not None:
+                return code
+
+
+STARTED: list[Job] = []
 
 
 @pytest.fixture(autouse=True)
@@ -71,15 +118,15 @@ def no_job_left():
     """A job a failed assertion left running goes, with its process group."""
     yield
     while STARTED:
-        job = STARTED.pop()
-        if job.poll() is None:
+        proc = STARTED.pop().proc
+        if proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(job.pid, signal.SIGKILL)
-            job.wait()
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def finish(job, timeout=1500):
-    assert job.wait(timeout=timeout) == 0, job.log.read_text()[-3000:]
+    assert job.wait(timeout=timeout) == 0, job.output()
 
 
 def kill_when(job, ready, what, timeout=900):
@@ -107,7 +154,7 @@ def wait_for(job, ready, what, timeout=900) -> psutil.Process | None:
     ``ready()`` holds, not after a walk through the job's processes."""
     deadline, driver = time.monotonic() + timeout, None
     while not ready():
-        assert job.poll() is None, f"the job ended before {what}: " + job.log.read_text()[-3000:]
+        assert job.poll() is None, f"the job ended before {what}: " + job.output()
         assert time.monotonic() < deadline, f"no sign of {what} after {timeout} s"
         driver = driver or process_titled(job, "ray::Pipeline")
         time.sleep(0.01)
@@ -176,7 +223,7 @@ def test_a_job_killed_or_out_of_disk_resumes_and_ends_as_one_never_stopped(kill_
     """One run folder stopped three times: SIGKILL mid-teacher, SIGKILL while the pseudo-labels
     are being written, a full disk mid-student (root only); each rerun picks up where it was."""
     straight = start(kill_data, tmp_path / "straight" / "run", "straight.log")
-    wait_for(straight, lambda: "started a local Ray" in straight.log.read_text(), "the undisturbed job's Ray")
+    wait_for(straight, lambda: "started a local Ray" in straight.err.read_text(), "the undisturbed job's Ray")
 
     with small_disk(tmp_path / "disk") as disk:
         run_dir = (disk or tmp_path) / "run"
@@ -203,8 +250,8 @@ def test_a_job_killed_or_out_of_disk_resumes_and_ends_as_one_never_stopped(kill_
                 ballast = fill(disk)
             finally:
                 driver.resume()
-            assert job.wait(timeout=900) == 2, job.log.read_text()[-3000:]
-            errors = [line for line in job.log.read_text().splitlines() if line.startswith("error: ")]
+            assert job.wait(timeout=900) == 2, job.output()
+            errors = [line for line in job.err.read_text().splitlines() if line.startswith("error: ")]
             assert len(errors) == 1 and f"(mounted at {disk})" in errors[0] and "free space" in errors[0], errors
             assert "No space left on device" in errors[0]
             # the write that failed first is named (the student's history or checkpoint), not a
