@@ -14,6 +14,7 @@ per stage, both continued on resume.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
@@ -300,7 +301,10 @@ class Pipeline:
         try:
             fields = runner(stage, models, run_id)
         except BaseException:
-            manifest.update(stage.name, status="failed")
+            # On a full disk this write fails too: the stage's own error is the one to report
+            # (a manifest left at "running" resumes the same way).
+            with contextlib.suppress(UdasError):
+                manifest.update(stage.name, status="failed")
             if run_id:
                 tracking.RunLogger(self.uri, run_id).finish("FAILED")
             raise

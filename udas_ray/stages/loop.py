@@ -40,6 +40,7 @@ import torch
 from udas_ray import atomic, flops, tracking
 from udas_ray.config import Config
 from udas_ray.data.batches import stage_seed
+from udas_ray.errors import UdasError
 from udas_ray.stages.runtime import (InProcessSession, PlainSession, Progress, RaySession, Session, append_history,
                                      quiet_worker_logs, saved_step, set_threads)
 
@@ -374,12 +375,18 @@ def fit(train_fn, train_config: dict, *, cfg: Config, name: str, datasets: dict 
     """
     import ray.train
     from ray.data import ExecutionOptions
+    from ray.train import TrainingFailedError
     from ray.train.torch import TorchTrainer
 
     sc = cfg.scaling
     resources = {"CPU": sc.cpus_per_worker}
     if sc.use_gpu:
         resources["GPU"] = 1
+    callbacks = list(callbacks or [])
+    if sc.num_workers > 0:  # a lost node the nodes left cannot make up for ends the stage, naming it
+        from udas_ray.lost_nodes import LostNodeCheck
+
+        callbacks.append(LostNodeCheck(name, sc.num_workers, resources))
     trainer = TorchTrainer(
         train_fn,
         train_loop_config=train_config,
@@ -392,10 +399,16 @@ def fit(train_fn, train_config: dict, *, cfg: Config, name: str, datasets: dict 
             failure_config=ray.train.FailureConfig(max_failures=sc.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             logging_config=ray.train.LoggingConfig(log_level="WARNING"),
-            callbacks=callbacks or [],
+            callbacks=callbacks,
         ),
         datasets=datasets or {},
         # batches in slot order: with one consumer, the same batches at the same steps in every run
         dataset_config=ray.train.DataConfig(execution_options=ExecutionOptions(preserve_order=True)),
     )
-    return trainer.fit()
+    try:
+        return trainer.fit()
+    except TrainingFailedError as exc:
+        cause = getattr(exc, "controller_failure", None)  # raised by a callback on the controller
+        if isinstance(cause, UdasError):
+            raise cause from None
+        raise

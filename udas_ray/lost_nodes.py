@@ -1,0 +1,90 @@
+"""A Train stage that loses a node it was running on.
+
+Ray Train restarts the stage's worker group from its last checkpoint (``scaling.max_failures``
+times), which works when the nodes left can hold the group. When they cannot, Ray 2.60 waits
+for the lost CPUs without end: each restart gives up after ``RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S``
+(60 s) and is retried without limit (``FailureConfig.controller_failure_limit`` defaults to -1).
+:class:`LostNodeCheck`, a Ray Train callback on the stage's controller, stops the stage instead
+with one line naming the lost node; rerun once the cluster has the CPUs again, the stage resumes
+from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import ray
+from ray.exceptions import RayActorError
+from ray.train import UserCallback
+
+from udas_ray.errors import UdasError
+
+log = logging.getLogger("udas_ray")
+# How long to wait for the GCS to list a node dead after one of its workers was reported dead
+# because of it (Ray reports such a worker once it knows; the wait is for other orders).
+SETTLE_S = 3.0
+
+
+def alive_nodes() -> dict[str, dict]:
+    """The cluster's live nodes by node ID (``ray.nodes()`` entries)."""
+    return {n["NodeID"]: n for n in ray.nodes() if n.get("Alive")}
+
+
+def workers_that_fit(nodes, per_worker: dict[str, float]) -> int:
+    """How many workers needing ``per_worker`` (each within one node) the ``nodes`` could hold
+    if nothing else ran on them: more workers than this can never be placed."""
+    needs = {k: v for k, v in per_worker.items() if v > 0}
+    total = 0
+    for node in nodes:
+        have = node.get("Resources", {})
+        total += min((int(have.get(k, 0.0) / v + 1e-6) for k, v in needs.items()), default=0)
+    return total
+
+
+def describe(node: dict) -> str:
+    cpus = node.get("Resources", {}).get("CPU", 0)
+    return f"{node['NodeID']} ({node.get('NodeManagerAddress', '?')}, {cpus:g} CPU{'' if cpus == 1 else 's'})"
+
+
+def _actor_died(error: BaseException) -> bool:
+    error = getattr(error, "health_check_failure", error)  # Ray Train's wrapper of a failed poll
+    return isinstance(error, RayActorError)
+
+
+class LostNodeCheck(UserCallback):
+    """Built in the driver when the stage starts (it records the live nodes then); runs on the
+    stage's Train controller. After a worker died: if a node of the start is gone and the
+    nodes left cannot hold ``num_workers`` workers, raise a :class:`UdasError` naming it, which
+    ends the stage (Ray Train does not retry an error of its controller's callbacks)."""
+
+    def __init__(self, stage: str, num_workers: int, per_worker: dict[str, float]):
+        self.stage, self.num_workers, self.per_worker = stage, num_workers, dict(per_worker)
+        self.nodes = {node_id: describe(node) for node_id, node in alive_nodes().items()}
+
+    def after_exception(self, run_context, worker_exceptions: dict) -> None:
+        died = [e for e in worker_exceptions.values() if _actor_died(e)]
+        if not died:
+            return  # an error of the training code: Ray Train's failure policy decides
+        # a worker killed alone (its node alive) costs no wait
+        deadline = time.monotonic() + (SETTLE_S if any("node" in str(e).lower() for e in died) else 0.0)
+        while True:
+            alive = alive_nodes()
+            lost = [node_id for node_id in self.nodes if node_id not in alive]
+            if lost or time.monotonic() >= deadline:
+                break
+            time.sleep(0.2)
+        if not lost:
+            return  # a worker died, not its node: Ray Train restarts the group
+        names = ", ".join(self.nodes[node_id] for node_id in lost)
+        fit = workers_that_fit(alive.values(), self.per_worker)
+        if fit >= self.num_workers:
+            log.warning("[%s] lost Ray node %s; the nodes left can hold its %d Train workers: resuming there from its "
+                        "last checkpoint", self.stage, names, self.num_workers)
+            self.nodes = {node_id: text for node_id, text in self.nodes.items() if node_id in alive}
+            return
+        need = ", ".join(f"{v:g} {k}" for k, v in self.per_worker.items())
+        raise UdasError(
+            f"[{self.stage}] lost Ray node {names} mid-stage; the {len(alive)} node(s) left can hold {fit} of its "
+            f"{self.num_workers} Train workers ({need} each): add a node, or lower scaling.num_workers or "
+            "scaling.cpus_per_worker, and rerun to resume the stage from its last checkpoint")
