@@ -73,3 +73,32 @@ def test_ablation_paper_row_is_conf_paper_yaml():
     assert "conf/paper.yaml" in what
     row = load_config(conf / "default.yaml").override(overrides)
     assert diff(row, load_config(conf / "paper.yaml")) == {}
+
+
+def test_run_breakdown_splits_each_stage_into_its_phases_and_what_ray_costs_around_them(tmp_path):
+    import json
+
+    run_breakdown = _load("run_breakdown")
+    run = tmp_path / "run"
+    (run / "stages" / "teacher").mkdir(parents=True)
+    (run / "manifest.json").write_text(json.dumps({"stages": {
+        "teacher": {"kind": "teacher", "started": 100.0, "finished": 160.0},
+        "pseudo_1": {"kind": "pseudo", "started": 160.0, "finished": 170.0},
+        "round_1": {"kind": "student", "started": 170.0}}}))  # still running: left out
+    (run / "stages" / "teacher" / "timing.json").write_text(json.dumps(
+        {"seconds": {"setup": 1.0, "first_batch": 2.0, "train_steps": 40.0, "data_wait": 1.0, "evaluate": 5.0,
+                     "checkpoint_and_report": 0.5, "finish": 0.5}, "total": 50.0, "steps": 100}))
+    (run / "stages" / "teacher" / "history.jsonl").write_text("\n".join(json.dumps(r) for r in [
+        {"step": 50, "steps_per_s": 1.0, "gflops_per_s": 40.0, "mfu": 0.1, "data_wait_share": 0.5},  # warm-up
+        {"step": 100, "steps_per_s": 3.0, "gflops_per_s": 120.0, "mfu": 0.3, "data_wait_share": 0.01},
+        {"step": 100, "val_miou": 20.0}]))
+    result = run_breakdown.breakdown(run, wall=80.0)
+    teacher = result["stages"]["teacher"]
+    assert teacher["wall_s"] == 60.0 and teacher["outside_training_process_s"] == 10.0  # 60 s - 50 s inside
+    assert teacher["steps_per_s"] == 3.0 and teacher["mfu"] == 0.3  # the warm-up window left out
+    assert result["stages"]["pseudo_1"] == {"kind": "pseudo", "wall_s": 10.0}
+    assert "round_1" not in result["stages"]
+    assert result["stages_s"] == 70.0 and result["job_besides_stages_s"] == 10.0
+    lines = run_breakdown.table(result).splitlines()
+    assert lines[1].split()[:7] == ["teacher", "60.0", "41.0", "5.0", "0.5", "3.5", "10.0"]
+    assert "job 80 s = stages 70 s + 10 s besides them" in run_breakdown.table(result)
