@@ -103,9 +103,10 @@ def test_an_asha_sweep_frees_stopped_trials_cpus_writes_best_yaml_and_mlflow_run
     assert len(json.loads((run_dir / "sweep.json").read_text())["trials"]) == 3  # finished trials kept
 
 
-def test_asha_over_in_process_stages_is_refused_as_it_could_stop_nothing():
-    cfg = load_config(SWEEP, ["scaling.num_workers=0"])
-    with pytest.raises(UdasError, match="tune.scheduler=asha needs scaling.num_workers >= 1"):
-        parse_space(cfg)
-    parse_space(cfg.override({"tune.scheduler": "fifo"}))  # a FIFO sweep only needs each trial's final mIoU
+def test_a_sweep_over_in_process_stages_exits_2_before_any_trial(tmp_path):
+    # conf/default.yaml trains in-process; inside a Tune trial such a stage reports nothing to Tune
+    proc = subprocess.run([sys.executable, "jobs/sweep.py", f"run.dir={tmp_path / 's'}", "scaling.num_workers=0"],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: scaling.num_workers=0")
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "s").exists()
     assert load_config(SWEEP).scaling.num_workers == 1  # the shipped sweep trains on Train workers
