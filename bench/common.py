@@ -100,6 +100,19 @@ def write_result(out: dict, path: str | Path) -> Path:
     return path
 
 
+def windows_after_warmup(history: list[dict]) -> list[dict]:
+    """A stage's log windows (``history.jsonl`` records with a rate) after the first, which holds
+    the warm-up; the first alone if it is the only one."""
+    windows = [h for h in history if "steps_per_s" in h]
+    return windows[1:] or windows
+
+
+def mean_of(rows: list[dict], key: str) -> float | None:
+    """Mean of ``key`` over the rows that have it (None: none has it)."""
+    values = [r[key] for r in rows if key in r]
+    return sum(values) / len(values) if values else None
+
+
 def mean_std(values: list[float]) -> str:
     """A table cell: 'm' for one value, 'm ± s' (sample std) for more, one decimal."""
     if len(values) == 1:

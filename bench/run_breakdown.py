@@ -28,32 +28,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import RESULTS, metadata, write_result
+from common import RESULTS, mean_of, metadata, windows_after_warmup, write_result
+from udas_ray.stages.loop import TIMING_FILE
+from udas_ray.stages.runtime import read_history
 
 REPO = Path(__file__).resolve().parent.parent
-PHASES = ("setup", "flop_counter_and_peak", "first_batch", "train_steps", "data_wait", "evaluate",
-          "checkpoint_and_report", "finish")
-
-
-def stage_folder(run_dir: Path, name: str) -> Path:
-    for folder in (run_dir / "stages" / name, run_dir / "style" / name, run_dir / name):
-        if folder.is_dir():
-            return folder
-    return run_dir / "stages" / name
-
-
-def windows(folder: Path) -> list[dict]:
-    path = folder / "history.jsonl"
-    if not path.is_file():
-        return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if "steps_per_s" in r]
-    return rows[1:] or rows  # the first window holds the warm-up
-
-
-def mean(rows: list[dict], key: str):
-    values = [r[key] for r in rows if key in r]
-    return round(sum(values) / len(values), 3) if values else None
 
 
 def breakdown(run_dir: Path, wall: float | None) -> dict:
@@ -64,17 +43,17 @@ def breakdown(run_dir: Path, wall: float | None) -> dict:
         if seconds <= 0:
             continue
         in_stages += seconds
-        folder = stage_folder(run_dir, name)
+        folder = run_dir / "stages" / name  # the driver's stage folder (none for pseudo-labels)
         row = {"kind": entry.get("kind"), "wall_s": round(seconds, 1)}
-        timing = folder / "timing.json"
+        timing = folder / TIMING_FILE
         if timing.is_file():
             t = json.loads(timing.read_text())
             row["in_training_process_s"] = {k: round(v, 1) for k, v in t["seconds"].items()}
             row["outside_training_process_s"] = round(seconds - t["total"], 1)
-        hist = windows(folder)
-        if hist:
-            row.update(steps_per_s=mean(hist, "steps_per_s"), gflops_per_s=mean(hist, "gflops_per_s"),
-                       mfu=mean(hist, "mfu"), data_wait_share=mean(hist, "data_wait_share"))
+        hist = windows_after_warmup(read_history(folder))
+        for key in ("steps_per_s", "gflops_per_s", "mfu", "data_wait_share") if hist else ():
+            value = mean_of(hist, key)
+            row[key] = None if value is None else round(value, 3)
         out[name] = row
     result = {"run_dir": str(run_dir), "stages": out, "stages_s": round(in_stages, 1)}
     if wall is not None:

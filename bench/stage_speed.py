@@ -20,13 +20,13 @@ in for them here), oracle. The style stage (CycleGAN) runs NCHW (models/memory_f
 """
 
 import argparse
+import itertools
 import logging
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from common import RESULTS, check_peak, machine_peak, metadata, write_result
@@ -34,7 +34,7 @@ from udas_ray import flops, tracking
 from udas_ray.cli import DEFAULT_CONFIG
 from udas_ray.config import load_config
 from udas_ray.data.splits import load_splits
-from udas_ray.stages import kinds
+from udas_ray.stages import kinds, loop
 from udas_ray.stages.runtime import PlainSession
 
 KINDS = {  # bench name -> (stage kind, extra overrides)
@@ -58,10 +58,8 @@ class Trainer:
         stage_kind, _ = KINDS[kind]
         pseudo = splits.target_train if stage_kind == "student" else None
         spec = kinds.build_spec(cfg, splits, stage_kind, kind, tmp / kind, pseudo=pseudo)
-        builder_cls, kwargs = spec.batch_recipe(cfg)
-        builder, bs = builder_cls(**kwargs, seed=0), spec.batch_size(cfg)
-        self.batches = [{k: torch.from_numpy(v) for k, v in builder({"id": np.arange(i * bs, (i + 1) * bs)}).items()}
-                        for i in range(n_batches)]
+        builder_cls, kwargs = loop.batch_kwargs(cfg, spec)
+        self.batches = list(itertools.islice(loop.plain_batches(builder_cls(**kwargs), spec.batch_size(cfg)), n_batches))
         session = PlainSession(tmp / kind / "ckpt")
         self.task = spec.task(cfg, session, tracking.NullLogger())
         self.task.prepare(session)
@@ -69,7 +67,7 @@ class Trainer:
         self.flops_per_step = flops.count_step_flops(lambda: self.step())
 
     def step(self):
-        self.task.set_lr(self.index % 1000)
+        self.task.set_lr(0)  # the rate does not depend on the learning rate's value
         self.task.train_step(self.batches[self.index % len(self.batches)])
         self.index += 1
 

@@ -29,21 +29,13 @@ from pathlib import Path
 
 import torch
 
-from common import RESULTS, check_peak, machine_peak, metadata, write_result
+from common import RESULTS, check_peak, machine_peak, mean_of, metadata, windows_after_warmup, write_result
 from udas_ray.cli import DEFAULT_CONFIG
 from udas_ray.cluster import connect
 from udas_ray.config import load_config
 from udas_ray.data.splits import load_splits
 from udas_ray.stages import kinds, segment
 from udas_ray.stages.runtime import read_history, threads_for
-
-
-def rate_after_warmup(history: list[dict]) -> tuple[float, float]:
-    """Mean steps/s and data-wait share over the log windows after the first (warm-up) one."""
-    windows = [h for h in history if "steps_per_s" in h]
-    windows = windows[1:] or windows
-    return (sum(h["steps_per_s"] for h in windows) / len(windows),
-            sum(h["data_wait_share"] for h in windows) / len(windows))
 
 
 def flops_per_step(history: list[dict]) -> int:
@@ -93,8 +85,10 @@ def main():
                                              replace(spec, out_dir=out_dir), storage=Path(tmp) / f"ray-{mode}")
             wall = time.perf_counter() - start
             metrics = segment.read_metrics(out_dir)
-            rate, wait = rate_after_warmup(read_history(out_dir))
-            flops = flops_per_step(read_history(out_dir))
+            history = read_history(out_dir)
+            windows = windows_after_warmup(history)
+            rate, wait = mean_of(windows, "steps_per_s"), mean_of(windows, "data_wait_share")
+            flops = flops_per_step(history)
             gflops = flops * rate / 1e9
             results[mode] = {"steps_per_s": round(rate, 2), "data_wait_share": round(wait, 4), "wall_s": round(wall, 1),
                              "flops_per_step": flops, "gflops_per_s": round(gflops, 1),
