@@ -197,8 +197,8 @@ class Phases:
 
     def write(self, out_dir: str | Path, **extra) -> None:
         seconds = {k: round(v, 3) for k, v in self.seconds.items()}
-        atomic.write_json(Path(out_dir) / TIMING_FILE, {"seconds": seconds, "total": round(sum(seconds.values()), 3),
-                                                  **extra})
+        record = {"seconds": seconds, "total": round(sum(seconds.values()), 3), **extra}
+        atomic.write_json(Path(out_dir) / TIMING_FILE, record)
 
 
 def count_first_step(task: Task, batch: dict) -> tuple[dict, int]:
