@@ -1,13 +1,21 @@
 """Ablation of what makes the rounds pay off, on the embedded benchmark.
 
-    python bench/ablation.py [--config conf/default.yaml] [--rows full,no_randomize,...] [--seeds 0,1,2] [key=value ...]
+    python bench/ablation.py [--config conf/default.yaml] [--rows full,no_randomize,...] [--seeds 0,1,2]
+                             [--name ablation] [key=value ...]
 
-Runs the pipeline once per row and seed (each in bench/results/ablation/<row>/seed_<s>), the
+Runs the pipeline once per row and seed (each in bench/results/<name>/<row>/seed_<s>), the
 baselines once per seed (in the first row), and writes the table of the teacher's and the final
 mIoU and the share of the domain gap closed, (final - source_only) / (oracle - source_only) with
-each seed's own baselines, as mean ± sample std over the seeds, to bench/results/ablation.md and
-into docs/RESULTS.md between its ablation markers. Rows resume like any run: rerunning skips
-finished stages.
+each seed's own baselines, as mean ± sample std over the seeds, to bench/results/<name>.md and
+into docs/RESULTS.md between its <!-- <name>:start --> / <!-- <name>:end --> markers. With
+labeled target images (data.target.labeled=N) the first row also trains the supervised baseline
+(SL: the same model on the N labeled images alone) and the table adds final - SL. Rows resume like
+any run: rerunning skips finished stages.
+
+The labeled-target rows switch off one of the teacher's and students' uses of the labels at a time:
+
+    python bench/ablation.py --name ablation_labeled --rows full,no_target_term,no_intra_mix,no_student_labels,adabn \
+        data.target.labeled=20
 """
 
 import argparse
@@ -53,26 +61,66 @@ ROWS = {
     "scale_crop": ("random rescale x0.5-2 and crop of every training image", {"augment.scale": [0.5, 2.0]}),
     "multiscale_views": ("pseudo-labels from views at 0.75, 1 and 1.25x", {"pseudo.scales": [0.75, 1.0, 1.25]}),
     "ema": ("the online mean teacher instead of offline rounds", {"self_training.mode": "ema"}),
+    # with labeled target images (data.target.labeled > 0)
+    "no_target_term": ("teacher: no cross-entropy on whole labeled target images, CutMix one way (target box into source)",
+                       {"loss.lambda_target": 0.0, "augment.cutmix.both_directions": False}),
+    "no_intra_mix": ("teacher: no ClassMix of labeled onto unlabeled target images", {"loss.lambda_intra": 0.0}),
+    "no_student_labels": ("students: no labeled share (pseudo-labels only)", {"self_training.labeled_share": 0.0}),
+    "adabn": ("teacher gets AdaBN although labeled target images exist (auto: off)", {"train.adabn": True}),
 }
 
 
 def table(results: dict, baselines: dict) -> str:
     """``results[row][seed]`` = {"teacher", "final_stage", "final"}; ``baselines[seed]`` =
-    {"source_only", "oracle"}. Gap closed per seed with that seed's baselines."""
+    {"source_only", "oracle"} and, with labeled target images, "supervised". A row counts the
+    seeds it ran that have baselines; gap closed and final - SL per seed with that seed's
+    baselines; with a ``full`` row, each other row's final minus full's on the seeds both ran
+    (a paired difference)."""
     seeds = sorted(baselines)
     so = [baselines[s]["source_only"] for s in seeds]
     oracle = [baselines[s]["oracle"] for s in seeds]
+    with_sl = all("supervised" in baselines[s] for s in seeds)
+    full = results.get("full", {})
     over = f" over seeds {', '.join(map(str, seeds))} (mean ± std)" if len(seeds) > 1 else f", seed {seeds[0]}"
-    lines = [f"source-only {mean_std(so)} mIoU, oracle {mean_std(oracle)} mIoU{over}.", "",
-             "| row | what | teacher | final stage | final mIoU | gap closed (%) |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    sl = f", SL {mean_std([baselines[s]['supervised'] for s in seeds])} mIoU" if with_sl else ""
+    header = ["row", "what", "seeds", "teacher", "final stage", "final mIoU", "gap closed (%)"]
+    header += ["final - SL"] * with_sl + ["final - full (same seeds)"] * bool(full)
+    lines = [f"source-only {mean_std(so)} mIoU, oracle {mean_std(oracle)} mIoU{sl}{over}.", "",
+             "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for name, per_seed in results.items():
-        runs = [per_seed[s] for s in seeds if s in per_seed]
+        ran = [s for s in seeds if s in per_seed]
+        if not ran:
+            continue
+        runs = [per_seed[s] for s in ran]
         closed = [100 * (per_seed[s]["final"] - baselines[s]["source_only"])
-                  / (baselines[s]["oracle"] - baselines[s]["source_only"]) for s in seeds if s in per_seed]
-        lines.append(f"| {name} | {ROWS[name][0]} | {mean_std([r['teacher'] for r in runs])} | {runs[0]['final_stage']} "
-                     f"| {mean_std([r['final'] for r in runs])} | {mean_std(closed)} |")
+                  / (baselines[s]["oracle"] - baselines[s]["source_only"]) for s in ran]
+        cells = [name, ROWS[name][0], ", ".join(map(str, ran)), mean_std([r["teacher"] for r in runs]),
+                 runs[0]["final_stage"], mean_std([r["final"] for r in runs]), mean_std(closed)]
+        if with_sl:
+            cells.append(mean_std([per_seed[s]["final"] - baselines[s]["supervised"] for s in ran]))
+        if full:
+            paired = [per_seed[s]["final"] - full[s]["final"] for s in ran if s in full]
+            cells.append("ref." if name == "full" else mean_std(paired) if paired else "")
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def collect(out: Path) -> tuple[dict, dict]:
+    """Every finished row and seed under ``out`` (``<row>/seed_<s>/summary.json``), in ROWS order,
+    and each seed's baselines from whichever row trained them: the table of an ablation is all
+    that was measured under its name, over however many invocations."""
+    results, baselines = {}, {}
+    for name in ROWS:
+        for summary in sorted((out / name).glob("seed_*/summary.json")):
+            seed = int(summary.parent.name.removeprefix("seed_"))
+            rows = {r["name"]: r["miou"] for r in json.loads(summary.read_text())["stages"]}
+            final = final_stage(rows)
+            results.setdefault(name, {})[seed] = {
+                "teacher": rows["teacher"], "final_stage": final, "final": rows[final],
+                "rounds": {k: v for k, v in rows.items() if k.startswith("round_")}}
+            if "source_only" in rows and "oracle" in rows:
+                baselines[seed] = {k: rows[k] for k in ("source_only", "oracle", "supervised") if k in rows}
+    return results, baselines
 
 
 def final_stage(rows: dict) -> str:
@@ -81,12 +129,13 @@ def final_stage(rows: dict) -> str:
     return rounds[-1] if rounds else "ema"
 
 
-def write_between_markers(doc: Path, text: str) -> None:
-    """Put ``text`` between the document's ablation markers (replacing what was there)."""
-    marked, found = re.subn(r"(<!-- ablation:start -->\n).*?(<!-- ablation:end -->)",
+def write_between_markers(doc: Path, text: str, name: str = "ablation") -> None:
+    """Put ``text`` between the document's ``name`` markers (replacing what was there)."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    marked, found = re.subn(f"({re.escape(start)}\n).*?({re.escape(end)})",
                             lambda m: m.group(1) + text + "\n" + m.group(2), doc.read_text(), flags=re.S)
     if not found:
-        raise SystemExit(f"{doc}: no <!-- ablation:start --> / <!-- ablation:end --> markers to write the table between")
+        raise SystemExit(f"{doc}: no {start} / {end} markers to write the table between")
     doc.write_text(marked)
 
 
@@ -95,6 +144,7 @@ def main():
     p.add_argument("--config", default=str(DEFAULT_CONFIG))
     p.add_argument("--rows", default=",".join(ROWS))
     p.add_argument("--seeds", default="0", help="comma-separated run.seed values; each row runs once per seed")
+    p.add_argument("--name", default="ablation", help="results folder and docs/RESULTS.md markers of this ablation")
     p.add_argument("overrides", nargs="*")
     args = p.parse_args()
     names, seeds = args.rows.split(","), [int(s) for s in args.seeds.split(",")]
@@ -102,27 +152,27 @@ def main():
     if unknown:
         raise SystemExit(f"unknown ablation row(s) {', '.join(unknown)}; rows: {', '.join(ROWS)}")
     base = load_config(args.config, args.overrides)
+    labeled = base.data.target.labeled > 0
+    out = RESULTS / args.name
+    doc = ROOT / "docs" / "RESULTS.md"
+    if f"<!-- {args.name}:start -->" not in doc.read_text():  # before hours of training, not after
+        raise SystemExit(f"{doc}: no <!-- {args.name}:start --> / <!-- {args.name}:end --> markers for --name {args.name}")
     connect(base)
     Driver = driver_actor()
-    results, baselines = {name: {} for name in names}, {}
     for seed in seeds:
         for i, name in enumerate(names):
             cfg = base.override({**ROWS[name][1], "run.seed": seed, "run.baselines": i == 0,
-                                 "run.dir": str(RESULTS / "ablation" / name / f"seed_{seed}"),
-                                 "mlflow.tracking_uri": f"sqlite:///{RESULTS / 'ablation' / 'mlflow.db'}"})
+                                 "run.supervised": i == 0 and labeled,
+                                 "run.dir": str(out / name / f"seed_{seed}"),
+                                 "mlflow.tracking_uri": f"sqlite:///{out / 'mlflow.db'}"})
             summary = ray.get(Driver.remote(cfg.to_dict(), load_splits(cfg)).run.remote())
-            rows = {r["name"]: r["miou"] for r in summary["stages"]}
-            if i == 0:
-                baselines[seed] = {k: rows[k] for k in ("source_only", "oracle")}
-            final = final_stage(rows)
-            results[name][seed] = {"teacher": rows["teacher"], "final_stage": final, "final": rows[final],
-                                   "rounds": {k: v for k, v in rows.items() if k.startswith("round_")}}
-            print(name, seed, json.dumps(results[name][seed]), flush=True)
+            print(name, seed, json.dumps({r["name"]: round(r["miou"], 2) for r in summary["stages"]}), flush=True)
+    results, baselines = collect(out)
     text = table(results, baselines)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "ablation.md").write_text(text + "\n")
-    (RESULTS / "ablation.json").write_text(json.dumps({"baselines": baselines, "rows": results}, indent=1))
-    write_between_markers(ROOT / "docs" / "RESULTS.md", text)
+    (RESULTS / f"{args.name}.md").write_text(text + "\n")
+    (RESULTS / f"{args.name}.json").write_text(json.dumps({"baselines": baselines, "rows": results}, indent=1))
+    write_between_markers(doc, text, args.name)
     print(text)
 
 

@@ -25,7 +25,7 @@ def test_table_gives_the_share_of_the_gap_closed():
     text = ablation.table({"full": {0: {"teacher": 21.0, "final_stage": "round_2", "final": 30.0}}},
                           {0: {"source_only": 20.0, "oracle": 40.0}})
     assert "source-only 20.0 mIoU, oracle 40.0 mIoU, seed 0." in text
-    assert "| full | the default recipe, conf/default.yaml | 21.0 | round_2 | 30.0 | 50.0 |" in text
+    assert "| full | the default recipe, conf/default.yaml | 0 | 21.0 | round_2 | 30.0 | 50.0 | ref. |" in text
 
 
 def test_table_over_seeds_uses_each_seeds_baselines_and_gives_mean_and_std():
@@ -35,7 +35,51 @@ def test_table_over_seeds_uses_each_seeds_baselines_and_gives_mean_and_std():
     text = ablation.table(results, baselines)
     assert "source-only 15.0 ± 7.1 mIoU, oracle 45.0 ± 7.1 mIoU over seeds 0, 1 (mean ± std)." in text
     # teacher 22 ± 1.41, final 35 ± 7.07, gap closed 62.5 ± 17.68 (not the gap of the mean baselines)
-    assert "| full | the default recipe, conf/default.yaml | 22.0 ± 1.4 | round_2 | 35.0 ± 7.1 | 62.5 ± 17.7 |" in text
+    assert "| full | the default recipe, conf/default.yaml | 0, 1 | 22.0 ± 1.4 | round_2 | 35.0 ± 7.1 | 62.5 ± 17.7 | ref. |" in text
+
+
+def test_table_with_labeled_target_gives_final_minus_sl_per_seed():
+    baselines = {0: {"source_only": 20.0, "oracle": 40.0, "supervised": 30.0},
+                 1: {"source_only": 20.0, "oracle": 40.0, "supervised": 26.0}}
+    results = {"full": {0: {"teacher": 25.0, "final_stage": "round_2", "final": 34.0},   # SL + 4
+                        1: {"teacher": 25.0, "final_stage": "round_2", "final": 32.0}}}  # SL + 6
+    results["no_student_labels"] = {0: {"teacher": 25.0, "final_stage": "round_2", "final": 31.0}}  # full - 3
+    text = ablation.table(results, baselines)
+    assert ", SL 28.0 ± 2.8 mIoU over seeds 0, 1" in text
+    assert text.splitlines()[2].endswith("| gap closed (%) | final - SL | final - full (same seeds) |")
+    assert "| 0, 1 | 25.0 ± 0.0 | round_2 | 33.0 ± 1.4 | 65.0 ± 7.1 | 5.0 ± 1.4 | ref. |" in text
+    # a row run on seed 0 only: its own mean, and its difference from full on seed 0 alone
+    assert "| no_student_labels | students: no labeled share (pseudo-labels only) | 0 | 25.0 | round_2 | 31.0 | 55.0 | 1.0 | -3.0 |" in text
+
+
+def test_collect_reads_every_finished_row_and_seed_and_the_baselines_from_the_row_that_trained_them(tmp_path):
+    import json
+
+    def finished(row, seed, stages):
+        folder = tmp_path / row / f"seed_{seed}"
+        folder.mkdir(parents=True)
+        (folder / "summary.json").write_text(json.dumps({"stages": [{"name": k, "miou": v} for k, v in stages.items()]}))
+
+    finished("full", 0, {"source_only": 15.0, "supervised": 30.0, "teacher": 25.0, "round_1": 31.0, "round_2": 33.0, "oracle": 45.0})
+    finished("full", 1, {"source_only": 16.0, "teacher": 24.0, "round_1": 30.0, "round_2": 32.0, "oracle": 44.0})
+    finished("ema", 0, {"teacher": 25.0, "ema": 29.0})
+    (tmp_path / "adabn" / "seed_0").mkdir(parents=True)  # started, never finished: no summary.json
+    results, baselines = ablation.collect(tmp_path)
+    assert list(results) == ["full", "ema"]  # ROWS order, unfinished rows left out
+    assert results["full"][0] == {"teacher": 25.0, "final_stage": "round_2", "final": 33.0,
+                                  "rounds": {"round_1": 31.0, "round_2": 33.0}}
+    assert results["ema"][0]["final_stage"] == "ema" and results["ema"][0]["final"] == 29.0
+    assert baselines == {0: {"source_only": 15.0, "oracle": 45.0, "supervised": 30.0},
+                         1: {"source_only": 16.0, "oracle": 44.0}}
+
+
+def test_every_ablation_row_is_a_valid_override_of_the_default_config():
+    from udas_ray.config import load_config
+
+    base = load_config(BENCH.parent / "conf" / "default.yaml", ["data.target.labeled=20"])
+    for name, (_, overrides) in ablation.ROWS.items():
+        row = base.override(overrides)  # an unknown key or a bad value raises here
+        assert all(row.flat()[k] == (list(v) if isinstance(v, tuple) else v) for k, v in overrides.items()), name
 
 
 def test_final_stage_is_the_last_round_or_the_ema_stage():
@@ -54,6 +98,12 @@ def test_results_markers_are_filled_and_refilled(tmp_path):
     with pytest.raises(SystemExit, match="RESULTS.md: no <!-- ablation:start -->"):
         ablation.write_between_markers(readme, "table")
     assert readme.read_text() == "no markers here\n"
+
+    # another ablation (--name) has its own markers and leaves the first one's table alone
+    readme.write_text("<!-- ablation:start -->\nold\n<!-- ablation:end -->\n<!-- labeled:start -->\n<!-- labeled:end -->\n")
+    ablation.write_between_markers(readme, "labeled table", "labeled")
+    assert readme.read_text() == ("<!-- ablation:start -->\nold\n<!-- ablation:end -->\n"
+                                  "<!-- labeled:start -->\nlabeled table\n<!-- labeled:end -->\n")
 
 
 def test_compute_curve_table_gives_one_row_per_step_count_with_seed_spread():
