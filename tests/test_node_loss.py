@@ -6,8 +6,14 @@ after their first checkpoint. What is left (one CPU) cannot hold them again: the
 once with a line naming the lost node, where Ray Train alone would wait for the lost CPUs
 forever. Once a node is added back, the same stage resumes from its last checkpoint.
 
-The cluster runs in a child process (this file run as a script): the suite's own local Ray
-(``ray_session``) may already be connected in the test process.
+On the same cluster the stage's model then labels the target set with two pseudo-label actors
+(0.75 CPU each: one per node), once undisturbed and once losing the worker node mid-round.
+Ray Data restarts the lost actor on the node left, once that node's own actor has finished and
+left its CPU, and repeats the lost actor's batches there: the round ends whole and equals the
+undisturbed one file by file.
+
+The cluster runs once, in a child process (this file run as a script), for both tests: the
+suite's own local Ray (``ray_session``) may already be connected in the test process.
 """
 
 from __future__ import annotations
@@ -21,12 +27,17 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 STEPS = 10
 
 
-def test_a_lost_node_fails_the_stage_naming_it_then_the_stage_resumes_on_a_new_node(tiny_data, tmp_path):
+@pytest.fixture(scope="module")
+def node_loss(tiny_data, tmp_path_factory):
+    """The child's record of what happened, and the folder it worked in."""
     source, target = tiny_data
+    tmp_path = tmp_path_factory.mktemp("node_loss")
     log = tmp_path / "cluster.log"
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     with open(log, "w") as out:
@@ -38,7 +49,11 @@ def test_a_lost_node_fails_the_stage_naming_it_then_the_stage_resumes_on_a_new_n
         if child.poll() is None:
             os.killpg(child.pid, signal.SIGKILL)
             child.wait()
-    result = json.loads((tmp_path / "result.json").read_text())
+    return json.loads((tmp_path / "result.json").read_text()), tmp_path
+
+
+def test_a_lost_node_fails_the_stage_naming_it_then_the_stage_resumes_on_a_new_node(node_loss):
+    result, tmp_path = node_loss
 
     # killed mid-stage: both workers were running, one on each node
     assert sorted(result["worker_nodes"]) == sorted([result["head"], result["lost"]])
@@ -56,6 +71,28 @@ def test_a_lost_node_fails_the_stage_naming_it_then_the_stage_resumes_on_a_new_n
     assert 0 <= metrics["miou"] <= 100
     assert json.loads((tmp_path / "lost" / "metrics.json").read_text())["step"] == STEPS
     assert (tmp_path / "lost" / "model.pt").is_file()
+
+
+def test_a_pseudo_label_round_that_loses_a_node_ends_on_the_node_left_with_the_same_labels(node_loss):
+    result, tmp_path = node_loss
+    lost = result["pseudo"]
+    assert "lost" in lost, "the round ended before its actors had both started"
+    # lost mid-round: the two actors ran one on each node, and images were left to label
+    assert sorted(lost["actor_nodes"]) == sorted([result["head"], lost["lost"]])
+    assert 1 <= lost["staged_at_loss"] < lost["images"]
+    # the round ended by itself on the node left, soon after
+    assert lost["error"] is None, lost["error"]
+    assert lost["seconds"] < 120
+    # ... whole: the same files, byte for byte, as the round that lost nothing
+    undisturbed, disturbed = tmp_path / "pseudo" / "undisturbed", tmp_path / "pseudo" / "round_1"
+    assert files(disturbed).keys() == files(undisturbed).keys()
+    assert len(list((disturbed / "labels").glob("*.png"))) == lost["images"]
+    assert files(disturbed) == files(undisturbed)
+    assert not any(p.name.startswith(".") for p in disturbed.parent.iterdir())  # no staging folder left, of either round
+
+
+def files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 # ---------------------------------------------------------------------------- the child
@@ -85,6 +122,77 @@ def lose_worker_node(cluster, node, storage: Path, result: dict) -> None:
     finally:
         for pid in survivors:
             os.kill(pid, signal.SIGCONT)
+
+
+def lose_node_mid_round(cluster, node, staging: Path, result: dict, ended: threading.Event) -> None:
+    """Once the round has labelled an image: freeze its pseudo-label actors as they come up (so
+    the round cannot end first), remove ``node`` once both are frozen, kill what ran there and
+    let the head's actor go on."""
+
+    def staged() -> int:
+        return len(list((staging / "pred").glob("*.conf.png")))
+
+    frozen, seen = {}, 0
+    deadline = time.monotonic() + 300
+    try:
+        while len(frozen) < 2:
+            if ended.is_set():
+                return  # the round ended first: the test finds no lost node in the record
+            assert time.monotonic() < deadline, "the two pseudo-label actors did not both label an image"
+            if staged() > seen:  # an actor that runs labelled an image: freeze every one that runs
+                for actor in pseudo_label_actors():
+                    if actor["State"] == "ALIVE" and actor["Pid"] not in frozen:
+                        os.kill(actor["Pid"], signal.SIGSTOP)
+                        frozen[actor["Pid"]] = actor["Address"]["NodeID"]
+                seen = staged()
+            time.sleep(0.01)
+        result.update(actor_nodes=list(frozen.values()), staged_at_loss=staged(), lost=node.node_id)
+        say("removing the worker node;", result["staged_at_loss"], "images labelled")
+        cluster.remove_node(node)
+        result["removed_at"] = time.monotonic()
+        say("removed")
+    finally:
+        for pid, node_id in frozen.items():
+            os.kill(pid, signal.SIGKILL if node_id == node.node_id else signal.SIGCONT)
+
+
+def pseudo_label_actors() -> list[dict]:
+    """Every pseudo-label actor the cluster has known (``ray._private.state.actors()`` entries)."""
+    from ray._private import state
+
+    return [a for a in state.actors().values() if "TeacherPredictor" in a["ActorClassName"]]
+
+
+def label_losing_a_node(cluster, node, cfg, teacher: Path, tmp: Path) -> dict:
+    """Pseudo-labels by two actors, one per node: a round that loses nothing, then one that
+    loses ``node`` mid-round."""
+    from udas_ray.data.splits import load_splits
+    from udas_ray.stages import pseudo
+
+    cfg = cfg.override({"pseudo.actors": 2, "pseudo.cpus_per_actor": 0.75, "pseudo.batch_size": 1})
+    split = load_splits(cfg).target_train
+    pseudo.run_pseudo_labels(cfg, split, teacher, tmp / "pseudo" / "undisturbed")
+    say("an undisturbed pseudo-label round done")
+    deadline = time.monotonic() + 120
+    while any(a["State"] != "DEAD" for a in pseudo_label_actors()):
+        assert time.monotonic() < deadline, "the undisturbed round's actors are still there"
+        time.sleep(0.1)  # none of them may be taken for the next round's
+    result, ended = {"images": len(split)}, threading.Event()
+    loser = threading.Thread(target=lose_node_mid_round,
+                             args=(cluster, node, tmp / "pseudo" / ".round_1.staging", result, ended))
+    loser.start()
+    started = time.monotonic()
+    try:
+        pseudo.run_pseudo_labels(cfg, split, teacher, tmp / "pseudo" / "round_1")
+        error = None
+    except Exception as exc:  # whatever it is, the test shows it
+        error = f"{type(exc).__name__}: {exc}"
+    ended.set()
+    loser.join()
+    result.update(error=error, seconds=time.monotonic() - result.pop("removed_at", started))
+    restarted = sum(1 for a in pseudo_label_actors() if a["NumRestarts"])
+    say("the round that lost a node ended:", error, "; pseudo-label actors restarted:", restarted)
+    return result
 
 
 def say(*what) -> None:
@@ -131,11 +239,12 @@ def main(tmp: Path, source: str, target: str) -> None:
         say("the stage ended:", error)
         loser.join()
         result["checkpointed"] = checkpointed_step(storage, "lost")
-        cluster.add_node(num_cpus=1)  # a replacement node, as an autoscaler would bring
+        replacement = cluster.add_node(num_cpus=1)  # as an autoscaler would bring
         say("a node added")
         result["second"] = segment.run_on_ray(cfg, spec, storage)
         say("the stage resumed and ended")
         result["second"].pop("confusion", None)
+        result["pseudo"] = label_losing_a_node(cluster, replacement, cfg, tmp / "lost" / "model.pt", tmp)
         (tmp / "result.json").write_text(json.dumps(result))
     finally:
         ray.shutdown()

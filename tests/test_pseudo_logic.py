@@ -1,4 +1,5 @@
-"""Tests of the pure parts of udas_ray.stages.pseudo: views, merging, thresholds (no Ray)."""
+"""Tests of the pure parts of udas_ray.stages.pseudo: views, merging, thresholds, the teacher
+actor's start (no Ray)."""
 
 import math
 
@@ -9,8 +10,8 @@ import torch.nn as nn
 
 from udas_ray.classes import IGNORE, NUM_CLASSES
 from udas_ray.data import augment
-from udas_ray.stages.pseudo import (BINS, ViewParams, apply_thresholds, class_thresholds, confidence_histogram,
-                                    make_views, merge_views)
+from udas_ray.stages.pseudo import (BINS, TeacherPredictor, ViewParams, apply_thresholds, class_thresholds,
+                                    confidence_histogram, make_views, merge_views)
 
 IMAGE = np.random.default_rng(0).integers(0, 256, (6, 8, 3)).astype(np.uint8)
 sig = lambda x: 1 / (1 + math.exp(-x))  # softmax of two logits (x, 0)
@@ -158,3 +159,18 @@ def test_merge_views_at_several_scales_resizes_back_and_takes_the_most_confident
     cls, conf = merge_views(SizeAware(), [(image, False), (image, True)], temperature=1.0, scales=(1.0, 2.0))
     # at twice the size class 1 wins with logits (1, 2): confidence sig(1), at the original 4x6 pixels
     assert cls.shape == (4, 6) and (cls == 1).all() and conf == pytest.approx(np.full((4, 6), sig(1)), abs=1e-6)
+
+
+# ------------------------------------------------------------------------ the actor
+def test_a_teacher_actor_that_starts_after_its_round_was_published_leaves_no_folder(tmp_path):
+    # Ray Data does not stop an actor still starting when its round ends: it comes up once the
+    # staging folder was renamed into the published round, and must not make it again.
+    from udas_ray.checkpoints import save_model
+    from udas_ray.models import build_segmenter
+
+    model = save_model(tmp_path / "teacher.pt", build_segmenter("deeplabv2_tiny", NUM_CLASSES, None),
+                       model_name="deeplabv2_tiny", num_classes=NUM_CLASSES, model_options={}, stage="teacher",
+                       step=0, config={})
+    published = tmp_path / "pseudo" / ".round_1.staging"
+    TeacherPredictor(str(model), (32, 64), ViewParams(k=1), str(published))
+    assert not published.exists()

@@ -107,7 +107,11 @@ def confidence_histogram(pred: np.ndarray, conf: np.ndarray) -> np.ndarray:
 
 
 class TeacherPredictor:
-    """Ray Data callable class: one teacher per actor, K views per image, staging files out."""
+    """Ray Data callable class: one teacher per actor, K views per image, staging files out.
+
+    Touches no file before it labels (the driver makes the staging folder): Ray Data does not
+    stop an actor still starting when its round ends, so such an actor comes up after the round
+    was published, and must not bring the staging folder back."""
 
     def __init__(self, model_path: str, size: tuple[int, int], params: ViewParams, staging: str, threads: int = 1,
                  precision: str = "fp32", channels_last: bool = True):
@@ -118,7 +122,6 @@ class TeacherPredictor:
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model = to_memory_format(load_model(model_path)[0].to(self.device), channels_last)
         self.size, self.params, self.staging, self.precision = tuple(size), params, Path(staging), precision
-        (self.staging / "pred").mkdir(parents=True, exist_ok=True)
 
     def __call__(self, batch: dict) -> dict:
         hist = np.zeros((NUM_CLASSES, BINS), np.int64)
@@ -224,6 +227,7 @@ def predict_to_staging(cfg, split: Split, model_path: str | Path, staging: str |
     params = ViewParams(k=p.k, flip=p.flip, temperature=p.temperature, scales=tuple(p.scales),
                         **cfg.augment.jitter.model_dump())
     rows = [{"image": s.image, "name": s.name, "seed": cfg.run.seed * 1_000_003 + i} for i, s in enumerate(split.samples)]
+    (Path(staging) / "pred").mkdir(parents=True, exist_ok=True)
     ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // p.batch_size, 64)))
     out = ds.map_batches(
         TeacherPredictor,
