@@ -1,4 +1,4 @@
-"""A Train stage that loses a node it was running on.
+"""A stage that loses a node it was running on.
 
 Ray Train restarts the stage's worker group from its last checkpoint (``scaling.max_failures``
 times), which works when the nodes left can hold the group. When they cannot, Ray 2.60 waits
@@ -12,7 +12,10 @@ from its last checkpoint.
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
+from typing import Iterable, Iterator
 
 import ray
 from ray.exceptions import RayActorError
@@ -24,6 +27,7 @@ log = logging.getLogger("udas_ray")
 # How long to wait for the GCS to list a node dead after one of its workers was reported dead
 # because of it (Ray reports such a worker once it knows; the wait is for other orders).
 SETTLE_S = 3.0
+POLL_S = 5.0  # how often watch_nodes looks at the nodes while no result arrives
 
 
 def alive_nodes() -> dict[str, dict]:
@@ -88,3 +92,40 @@ class LostNodeCheck(UserCallback):
             f"[{self.stage}] lost Ray node {names} mid-stage; the {len(alive)} node(s) left can hold {fit} of its "
             f"{self.num_workers} Train workers ({need} each): add a node, or lower scaling.num_workers or "
             "scaling.cpus_per_worker, and rerun to resume the stage from its last checkpoint")
+
+
+def watch_nodes(results: Iterable, what: str, per_actor: dict[str, float], setting: str) -> Iterator:
+    """Yield ``results`` (an actor pool's output, read in a thread). While none arrive, every
+    POLL_S seconds: if a node alive at the start is gone and the nodes left cannot hold one
+    actor needing ``per_actor``, raise a :class:`UdasError` naming the node and ``setting`` (the
+    key that sets ``per_actor``). The abandoned pool dies with the job."""
+    nodes = {node_id: describe(node) for node_id, node in alive_nodes().items()}
+    inbox: queue.Queue = queue.Queue(maxsize=4)
+    end = object()
+
+    def read():
+        try:
+            for item in results:
+                inbox.put((item, None))
+            inbox.put((end, None))
+        except BaseException as exc:  # handed to the reading side, raised there
+            inbox.put((end, exc))
+
+    threading.Thread(target=read, daemon=True, name=f"{what} results").start()
+    while True:
+        try:
+            item, error = inbox.get(timeout=POLL_S)
+        except queue.Empty:
+            alive = alive_nodes()
+            lost = [node_id for node_id in nodes if node_id not in alive]
+            if lost and workers_that_fit(alive.values(), per_actor) == 0:
+                need = ", ".join(f"{v:g} {k}" for k, v in per_actor.items() if v > 0)
+                raise UdasError(
+                    f"[{what}] lost Ray node {', '.join(nodes[n] for n in lost)}; no node left can hold an actor "
+                    f"({need}): add a node or lower {setting}, and rerun") from None
+            continue
+        if error is not None:
+            raise error
+        if item is end:
+            return
+        yield item

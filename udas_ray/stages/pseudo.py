@@ -221,6 +221,8 @@ def predict_to_staging(cfg, split: Split, model_path: str | Path, staging: str |
     summed confidence histogram. ``what`` tags the progress lines."""
     import ray.data
 
+    from udas_ray import lost_nodes
+
     p = cfg.pseudo
     log.info("[%s] the teacher predicts %d views of %d images on %d actor(s); the first results come once "
              "the actors have loaded it", what, p.k, len(split), p.actors)
@@ -242,7 +244,9 @@ def predict_to_staging(cfg, split: Split, model_path: str | Path, staging: str |
     )
     hist = np.zeros((NUM_CLASSES, BINS), np.int64)
     ticker = Ticker(len(split), what)
-    for batch in out.iter_batches(batch_size=None, batch_format="numpy"):
+    per_actor = {"CPU": p.cpus_per_actor, "GPU": 1 if cfg.scaling.use_gpu else 0}
+    results = out.iter_batches(batch_size=None, batch_format="numpy")
+    for batch in lost_nodes.watch_nodes(results, what, per_actor, "pseudo.cpus_per_actor"):
         hist += batch["hist"].sum(axis=0)
         ticker.update(int(batch["images"].sum()))
     ticker.finish()

@@ -93,6 +93,8 @@ def translate_source(generator_path: str | Path, source: Split, final_root: str 
     :class:`Split` (same label kind as ``source``). A complete ``final_root`` is returned at once."""
     import ray.data
 
+    from udas_ray import lost_nodes
+
     done_split = read_translated(final_root)
     if done_split is not None:
         log.info("[style] %s already holds the restyled source; skipping translation", final_root)
@@ -124,7 +126,8 @@ def translate_source(generator_path: str | Path, source: Split, final_root: str 
     log.info("[style] restyling %d source images on %d actor(s); the first results come once the actors have "
              "loaded the generator", len(source), st.actors)
     ticker = Ticker(len(source), "style restyle")
-    for batch in out.iter_batches(batch_size=None, batch_format="numpy"):
+    results = out.iter_batches(batch_size=None, batch_format="numpy")
+    for batch in lost_nodes.watch_nodes(results, "style restyle", {"CPU": st.cpus_per_actor}, "style.cpus_per_actor"):
         ticker.update(int(batch["images"].sum()))
     ticker.finish()
     done = ticker.count
