@@ -66,6 +66,31 @@ def test_noisy_student_and_source_share(tiny_cfg, tmp_path):
     assert not plain.augment.randomize and [share for _, share in plain.streams.sup_alternates] == [0.25]
 
 
+def test_students_draw_images_with_rare_pseudo_classes_more_often_when_asked(tiny_cfg, tmp_path):
+    from PIL import Image
+
+    from udas_ray.data.readers import Sample, Split
+
+    splits = load_splits(tiny_cfg)
+    samples = []
+    for i, s in enumerate(splits.target_train.samples):  # pseudo-labels: all road, one image with a train in it
+        label = np.full((32, 64), 7, np.uint8)  # labelId 7: road
+        if i == 1:
+            label[:8, :8] = 31  # labelId 31: train
+        path = tmp_path / f"pseudo_{i}.png"
+        Image.fromarray(label).save(path)
+        samples.append(Sample(s.image, str(path), s.name))
+    pseudo = Split("pseudo", "x", "train", tuple(samples), "labelids")
+    cfg = tiny_cfg.override({"data.target.labeled": 0})
+    plain = kinds.build_spec(cfg, splits, "student", "round_1", tmp_path, pseudo=pseudo)
+    assert plain.streams.sup_weights is None  # off by default: every pseudo-labeled image alike
+    rcs = kinds.build_spec(cfg.override({"self_training.rare_class_sampling": True}), load_splits(cfg), "student",
+                           "round_1", tmp_path, pseudo=pseudo)
+    weights = dict(zip([image for image, _, _ in rcs.streams.sup], rcs.streams.sup_weights))
+    rare = weights.pop(samples[1].image)
+    assert abs(sum(weights.values()) + rare - 1) < 1e-9 and rare > 10 * max(weights.values())
+
+
 def test_students_keep_the_true_labels(tiny_cfg, tmp_path):
     """A labeled image is never learned from its pseudo-label: its ground truth comes in a fixed
     share of the student's examples (or, with no share, in the pool)."""

@@ -275,6 +275,10 @@ class SelfTraining(Section):
     noisy: bool = True  # noisy students: ClassMix among pseudo-labeled target images (+ colour jitter)
     randomize: bool = False  # noisy students also get augment.randomize's appearance randomization
     source_share: float = Field(0.0, ge=0, le=1)  # share of student examples drawn from the source
+    # Students draw pseudo-labeled images that hold rare pseudo-label classes more often
+    # (data.rare_class_sampling's rule and temperature over the round's pseudo-labels), so the
+    # small classes the teacher found are not outnumbered out of the rounds.
+    rare_class_sampling: bool = False
     # Share of student examples onto which half the classes of a source image are pasted with
     # their true labels (cross-domain ClassMix, DACS; source drawn with rare-class sampling when on).
     source_classmix: float = Field(0.0, ge=0, le=1)

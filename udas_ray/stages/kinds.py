@@ -72,6 +72,15 @@ def _source_weights(cfg: Config, source: list[Item]) -> list[float] | None:
     return rare_class_weights(counts, rcs.temperature).tolist()
 
 
+def _pseudo_weights(cfg: Config, pseudo: list[Item]) -> list[float]:
+    """Rare-class sampling weights of a round's pseudo-labeled images (self_training.rare_class_sampling).
+    Counted afresh each time: a round run again rewrites its labels under the same paths."""
+    from udas_ray.data.sampling import class_pixel_counts, rare_class_weights
+
+    counts = class_pixel_counts(pseudo, tuple(cfg.data.image_size))
+    return rare_class_weights(counts, cfg.data.rare_class_sampling.temperature).tolist()
+
+
 def _supervised(kind: StageKind, cfg: Config, splits: Splits, name: str, pseudo: Split | None) -> list[Item]:
     """The items of the supervised stream, or a one-line error saying what is missing."""
     if kind.trains_on == "source":
@@ -122,7 +131,8 @@ def build_spec(cfg: Config, splits: Splits, kind: str, name: str, out_dir: str |
         mix_target=labeled if "mix" in reads else [],
         target=unlabeled if "target" in reads else [],
         labeled=labeled if "labeled" in reads else [],
-        sup_weights=_source_weights(cfg, sup) if k.rare_class_sampling else None,
+        sup_weights=(_source_weights(cfg, sup) if k.rare_class_sampling
+                     else _pseudo_weights(cfg, sup) if k.trains_on == "pseudo" and st.rare_class_sampling else None),
         sup_alternates=tuple(alternates),
         paste=paste,
         paste_weights=_source_weights(cfg, paste) if paste else None,
