@@ -14,7 +14,7 @@ any run: rerunning skips finished stages.
 
 The labeled-target rows switch off one of the teacher's and students' uses of the labels at a time:
 
-    python bench/ablation.py --name ablation_labeled --rows full,no_target_term,no_intra_mix,no_student_labels,adabn \
+    python bench/ablation.py --name ablation_labeled --rows full,adabn,no_target_term,no_student_labels,no_intra_mix \
         data.target.labeled=20
 """
 
