@@ -4,13 +4,15 @@
                              [--name ablation] [key=value ...]
 
 Runs the pipeline once per row and seed (each in bench/results/<name>/<row>/seed_<s>), the
-baselines once per seed (in the first row), and writes the table of the teacher's and the final
-mIoU and the share of the domain gap closed, (final - source_only) / (oracle - source_only) with
-each seed's own baselines, as mean ± sample std over the seeds, to bench/results/<name>.md and
-into docs/RESULTS.md between its <!-- <name>:start --> / <!-- <name>:end --> markers. With
-labeled target images (data.target.labeled=N) the first row also trains the supervised baseline
-(SL: the same model on the N labeled images alone) and the table adds final - SL. Rows resume like
-any run: rerunning skips finished stages.
+baselines once per seed (in the first row run for a seed that has none yet), and writes the table
+of the teacher's and the final mIoU and the share of the domain gap closed, (final - source_only)
+/ (oracle - source_only) with each seed's own baselines, as mean ± sample std over the seeds, to
+bench/results/<name>.md and into docs/RESULTS.md between its <!-- <name>:start --> /
+<!-- <name>:end --> markers. With labeled target images (data.target.labeled=N) the baselines
+include the supervised one (SL: the same model on the N labeled images alone) and the table adds
+final - SL. The table holds every row and seed finished under <name>, over any number of
+invocations, which must share one base (config and overrides, kept in <name>/base.json); a
+finished row is kept, a started one resumes like any run.
 
 The labeled-target rows switch off one of the teacher's and students' uses of the labels at a time:
 
@@ -31,7 +33,7 @@ from udas_ray.cli import DEFAULT_CONFIG
 from udas_ray.cluster import connect
 from udas_ray.config import flatten, load_config
 from udas_ray.data.splits import load_splits
-from udas_ray.driver import driver_actor
+from udas_ray.driver import CONFIG_FILE, driver_actor
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -141,6 +143,27 @@ def write_between_markers(doc: Path, text: str, name: str = "ablation") -> None:
     doc.write_text(marked)
 
 
+def check_same_base(out: Path, config: str, overrides: list[str]) -> None:
+    """The rows of one ablation share a base (config file and overrides): the first invocation
+    records it in ``out/base.json``, a later one with another base is refused."""
+    base = {"config": str(Path(config).resolve()), "overrides": sorted(overrides)}
+    record = out / "base.json"
+    if record.is_file():
+        before = json.loads(record.read_text())
+        if before != base:
+            raise SystemExit(f"{out} holds an ablation over another base ({before['config']} "
+                             f"{' '.join(before['overrides'])}); give this one another --name")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(base, indent=1) + "\n")
+
+
+def recorded_baselines(run_dir: Path) -> bool | None:
+    """``run.baselines`` of the run started in ``run_dir``, or None if none was."""
+    path = run_dir / CONFIG_FILE
+    return bool(yaml.safe_load(path.read_text())["run"]["baselines"]) if path.is_file() else None
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default=str(DEFAULT_CONFIG))
@@ -154,18 +177,27 @@ def main():
     if unknown:
         raise SystemExit(f"unknown ablation row(s) {', '.join(unknown)}; rows: {', '.join(ROWS)}")
     base = load_config(args.config, args.overrides)
-    labeled = base.data.target.labeled > 0
     out = RESULTS / args.name
     doc = ROOT / "docs" / "RESULTS.md"
-    if f"<!-- {args.name}:start -->" not in doc.read_text():  # before hours of training, not after
-        raise SystemExit(f"{doc}: no <!-- {args.name}:start --> / <!-- {args.name}:end --> markers for --name {args.name}")
+    markers = [f"<!-- {args.name}:{end} -->" for end in ("start", "end")]
+    if not all(m in doc.read_text() for m in markers):  # before hours of training, not after
+        raise SystemExit(f"{doc}: no {markers[0]} / {markers[1]} markers for --name {args.name}")
+    check_same_base(out, args.config, args.overrides)
+    done, have = collect(out)
+    claimed = set(have)  # seeds whose baselines are on disk or trained by a row of this invocation
     connect(base)
     Driver = driver_actor()
     for seed in seeds:
-        for i, name in enumerate(names):
-            cfg = base.override({**ROWS[name][1], "run.seed": seed, "run.baselines": i == 0,
-                                 "run.supervised": i == 0 and labeled,
-                                 "run.dir": str(out / name / f"seed_{seed}"),
+        for name in names:
+            folder = out / name / f"seed_{seed}"
+            if seed in done.get(name, {}):
+                print(f"{name} seed {seed}: finished earlier, kept", flush=True)
+                continue
+            baselines = recorded_baselines(folder)  # a started run resumes with what it began with
+            if baselines is None:
+                baselines = seed not in claimed
+            claimed.add(seed)
+            cfg = base.override({**ROWS[name][1], "run.seed": seed, "run.baselines": baselines, "run.dir": str(folder),
                                  "mlflow.tracking_uri": f"sqlite:///{out / 'mlflow.db'}"})
             summary = ray.get(Driver.remote(cfg.to_dict(), load_splits(cfg)).run.remote())
             print(name, seed, json.dumps({r["name"]: round(r["miou"], 2) for r in summary["stages"]}), flush=True)

@@ -71,24 +71,32 @@ def test_students_draw_images_with_rare_pseudo_classes_more_often_when_asked(tin
 
     from udas_ray.data.readers import Sample, Split
 
-    splits = load_splits(tiny_cfg)
-    samples = []
-    for i, s in enumerate(splits.target_train.samples):  # pseudo-labels: all road, one image with a train in it
-        label = np.full((32, 64), 7, np.uint8)  # labelId 7: road
-        if i == 1:
-            label[:8, :8] = 31  # labelId 31: train
-        path = tmp_path / f"pseudo_{i}.png"
-        Image.fromarray(label).save(path)
-        samples.append(Sample(s.image, str(path), s.name))
-    pseudo = Split("pseudo", "x", "train", tuple(samples), "labelids")
     cfg = tiny_cfg.override({"data.target.labeled": 0})
+    splits = load_splits(cfg)
+
+    def pseudo_split(fill: int, rare_in: int | None) -> Split:
+        """Pseudo-labels all ``fill``, one image with a patch of train (labelId 31)."""
+        samples = []
+        for i, s in enumerate(splits.target_train.samples):
+            label = np.full((32, 64), fill, np.uint8)
+            if i == rare_in:
+                label[:8, :8] = 31
+            path = tmp_path / f"pseudo_{fill}_{i}.png"
+            Image.fromarray(label).save(path)
+            samples.append(Sample(s.image, str(path), s.name))
+        return Split("pseudo", "x", "train", tuple(samples), "labelids")
+
+    pseudo = pseudo_split(7, rare_in=1)  # road everywhere, a train in image 1
     plain = kinds.build_spec(cfg, splits, "student", "round_1", tmp_path, pseudo=pseudo)
     assert plain.streams.sup_weights is None  # off by default: every pseudo-labeled image alike
-    rcs = kinds.build_spec(cfg.override({"self_training.rare_class_sampling": True}), load_splits(cfg), "student",
-                           "round_1", tmp_path, pseudo=pseudo)
+    rcs_cfg = cfg.override({"self_training.rare_class_sampling": True})
+    rcs = kinds.build_spec(rcs_cfg, splits, "student", "round_1", tmp_path, pseudo=pseudo)
     weights = dict(zip([image for image, _, _ in rcs.streams.sup], rcs.streams.sup_weights))
-    rare = weights.pop(samples[1].image)
-    assert abs(sum(weights.values()) + rare - 1) < 1e-9 and rare > 10 * max(weights.values())
+    rare = weights.pop(pseudo.samples[1].image)
+    assert rare > 10 * max(weights.values())
+    # a round whose pseudo-labels ignore every pixel: uniform, not a division by zero
+    ignored = kinds.build_spec(rcs_cfg, splits, "student", "round_1", tmp_path, pseudo=pseudo_split(255, rare_in=None))
+    assert ignored.streams.sup_weights is None
 
 
 def test_students_keep_the_true_labels(tiny_cfg, tmp_path):

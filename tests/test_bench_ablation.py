@@ -152,3 +152,17 @@ def test_run_breakdown_splits_each_stage_into_its_phases_and_what_ray_costs_arou
     lines = run_breakdown.table(result).splitlines()
     assert lines[1].split()[:7] == ["teacher", "60.0", "41.0", "5.0", "0.5", "3.5", "10.0"]
     assert "job 80 s = stages 70 s + 10 s besides them" in run_breakdown.table(result)
+
+
+def test_one_ablation_name_keeps_one_base(tmp_path):
+    out = tmp_path / "ablation_labeled"
+    ablation.check_same_base(out, "conf/default.yaml", ["data.target.labeled=20"])
+    ablation.check_same_base(out, "conf/default.yaml", ["data.target.labeled=20"])  # the same base again: fine
+    with pytest.raises(SystemExit, match="holds an ablation over another base .*data.target.labeled=20.*another --name"):
+        ablation.check_same_base(out, "conf/default.yaml", ["data.target.labeled=30"])
+
+
+def test_a_started_row_resumes_with_the_baselines_it_began_with(tmp_path):
+    assert ablation.recorded_baselines(tmp_path / "never_started") is None
+    (tmp_path / "config.yaml").write_text("run:\n  baselines: true\n  seed: 0\n")
+    assert ablation.recorded_baselines(tmp_path) is True

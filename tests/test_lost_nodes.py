@@ -82,3 +82,30 @@ def test_a_lost_node_the_rest_can_make_up_for_lets_the_round_wait_for_its_retrie
     cluster.remove("worker")  # the head holds a 1-CPU actor: Ray Data restarts the lost one there
     threading.Timer(0.3, release.set).start()  # several node checks pass before the retried batch arrives
     assert list(watched) == ["second"]
+
+
+def test_a_caller_that_stops_early_closes_the_pool_output(cluster):
+    closed = threading.Event()
+
+    def output():
+        try:
+            for i in range(100):
+                yield i
+        finally:
+            closed.set()  # what closing Ray Data's iterator does: the pool shuts down
+
+    watched = lost_nodes.watch_nodes(output(), "pseudo", {"CPU": 1}, "pseudo.cpus_per_actor")
+    assert next(watched) == 0
+    watched.close()  # the round ended early (an error while writing, say)
+    assert closed.wait(timeout=5)
+
+
+def test_a_failed_look_at_the_cluster_is_a_warning_not_the_end_of_the_round(cluster, monkeypatch, caplog):
+    def unreachable():
+        raise ConnectionError("GCS unreachable")
+
+    monkeypatch.setattr(lost_nodes, "alive_nodes", unreachable)
+    nodes = {"worker": "worker (10.0.0.6, 4 CPUs)"}
+    with caplog.at_level("WARNING", logger="udas_ray"):
+        lost_nodes.check_lost(nodes, "pseudo round_1", {"CPU": 1}, "pseudo.cpus_per_actor")  # no raise
+    assert "[pseudo round_1] could not list the cluster's nodes (GCS unreachable)" in caplog.text

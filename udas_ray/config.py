@@ -276,8 +276,9 @@ class SelfTraining(Section):
     randomize: bool = False  # noisy students also get augment.randomize's appearance randomization
     source_share: float = Field(0.0, ge=0, le=1)  # share of student examples drawn from the source
     # Students draw pseudo-labeled images that hold rare pseudo-label classes more often
-    # (data.rare_class_sampling's rule and temperature over the round's pseudo-labels), so the
-    # small classes the teacher found are not outnumbered out of the rounds.
+    # (data.rare_class_sampling's rule over the round's pseudo-labels, with its temperature even
+    # when data.rare_class_sampling.enabled is false), so the small classes the teacher found are
+    # not outnumbered out of the rounds.
     rare_class_sampling: bool = False
     # Share of student examples onto which half the classes of a source image are pasted with
     # their true labels (cross-domain ClassMix, DACS; source drawn with rare-class sampling when on).

@@ -98,34 +98,67 @@ def watch_nodes(results: Iterable, what: str, per_actor: dict[str, float], setti
     """Yield ``results`` (an actor pool's output, read in a thread). While none arrive, every
     POLL_S seconds: if a node alive at the start is gone and the nodes left cannot hold one
     actor needing ``per_actor``, raise a :class:`UdasError` naming the node and ``setting`` (the
-    key that sets ``per_actor``). The abandoned pool dies with the job."""
+    key that sets ``per_actor``).
+
+    When the caller stops early (an error, a break, this check), the reading thread stops at its
+    next result and closes ``results``, which shuts the pool down; a pool that never gives
+    another result (the lost node's case) dies with the job."""
     nodes = {node_id: describe(node) for node_id, node in alive_nodes().items()}
     inbox: queue.Queue = queue.Queue(maxsize=4)
+    stop = threading.Event()
     end = object()
 
+    def hand_over(entry) -> bool:
+        while not stop.is_set():
+            try:
+                inbox.put(entry, timeout=0.5)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def read():
+        it = iter(results)
         try:
-            for item in results:
-                inbox.put((item, None))
-            inbox.put((end, None))
-        except BaseException as exc:  # handed to the reading side, raised there
-            inbox.put((end, exc))
+            for item in it:
+                if not hand_over((item, None)):
+                    return
+            hand_over((end, None))
+        except BaseException as exc:  # handed to the consuming side, raised there
+            hand_over((end, exc))
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()
 
     threading.Thread(target=read, daemon=True, name=f"{what} results").start()
-    while True:
-        try:
-            item, error = inbox.get(timeout=POLL_S)
-        except queue.Empty:
-            alive = alive_nodes()
-            lost = [node_id for node_id in nodes if node_id not in alive]
-            if lost and workers_that_fit(alive.values(), per_actor) == 0:
-                need = ", ".join(f"{v:g} {k}" for k, v in per_actor.items() if v > 0)
-                raise UdasError(
-                    f"[{what}] lost Ray node {', '.join(nodes[n] for n in lost)}; no node left can hold an actor "
-                    f"({need}): add a node or lower {setting}, and rerun") from None
-            continue
-        if error is not None:
-            raise error
-        if item is end:
-            return
-        yield item
+    try:
+        while True:
+            try:
+                item, error = inbox.get(timeout=POLL_S)
+            except queue.Empty:
+                check_lost(nodes, what, per_actor, setting)
+                continue
+            if error is not None:
+                raise error
+            if item is end:
+                return
+            yield item
+    finally:
+        stop.set()
+
+
+def check_lost(nodes: dict[str, str], what: str, per_actor: dict[str, float], setting: str) -> None:
+    """Raise a one-line :class:`UdasError` if one of ``nodes`` (id -> description) is gone and
+    no node left can hold an actor needing ``per_actor``. A failed look at the cluster is a
+    warning: the pool may well be making progress."""
+    try:
+        alive = alive_nodes()
+    except Exception as exc:
+        log.warning("[%s] could not list the cluster's nodes (%s); looking again in %g s", what, exc, POLL_S)
+        return
+    lost = [node_id for node_id in nodes if node_id not in alive]
+    if lost and workers_that_fit(alive.values(), per_actor) == 0:
+        need = ", ".join(f"{v:g} {k}" for k, v in per_actor.items() if v > 0)
+        raise UdasError(f"[{what}] lost Ray node {', '.join(nodes[n] for n in lost)}; no node left can hold an actor "
+                        f"({need}): add a node or lower {setting}, and rerun")

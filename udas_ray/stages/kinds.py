@@ -72,12 +72,15 @@ def _source_weights(cfg: Config, source: list[Item]) -> list[float] | None:
     return rare_class_weights(counts, rcs.temperature).tolist()
 
 
-def _pseudo_weights(cfg: Config, pseudo: list[Item]) -> list[float]:
-    """Rare-class sampling weights of a round's pseudo-labeled images (self_training.rare_class_sampling).
-    Counted afresh each time: a round run again rewrites its labels under the same paths."""
+def _pseudo_weights(cfg: Config, pseudo: list[Item]) -> list[float] | None:
+    """Rare-class sampling weights of a round's pseudo-labeled images (self_training.rare_class_sampling),
+    or None (uniform) when every pseudo-label pixel is ignored. Counted afresh each time: a round
+    run again rewrites its labels under the same paths."""
     from udas_ray.data.sampling import class_pixel_counts, rare_class_weights
 
     counts = class_pixel_counts(pseudo, tuple(cfg.data.image_size))
+    if not counts.any():
+        return None
     return rare_class_weights(counts, cfg.data.rare_class_sampling.temperature).tolist()
 
 

@@ -231,6 +231,7 @@ def predict_to_staging(cfg, split: Split, model_path: str | Path, staging: str |
     rows = [{"image": s.image, "name": s.name, "seed": cfg.run.seed * 1_000_003 + i} for i, s in enumerate(split.samples)]
     (Path(staging) / "pred").mkdir(parents=True, exist_ok=True)
     ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // p.batch_size, 64)))
+    per_actor = {"CPU": p.cpus_per_actor, "GPU": 1 if cfg.scaling.use_gpu else 0}
     out = ds.map_batches(
         TeacherPredictor,
         fn_constructor_kwargs={"model_path": str(model_path), "size": tuple(cfg.data.image_size), "params": params,
@@ -239,12 +240,11 @@ def predict_to_staging(cfg, split: Split, model_path: str | Path, staging: str |
         batch_size=p.batch_size,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=p.actors),
-        num_cpus=p.cpus_per_actor,
-        num_gpus=1 if cfg.scaling.use_gpu else 0,
+        num_cpus=per_actor["CPU"],
+        num_gpus=per_actor["GPU"],
     )
     hist = np.zeros((NUM_CLASSES, BINS), np.int64)
     ticker = Ticker(len(split), what)
-    per_actor = {"CPU": p.cpus_per_actor, "GPU": 1 if cfg.scaling.use_gpu else 0}
     results = out.iter_batches(batch_size=None, batch_format="numpy")
     for batch in lost_nodes.watch_nodes(results, what, per_actor, "pseudo.cpus_per_actor"):
         hist += batch["hist"].sum(axis=0)
