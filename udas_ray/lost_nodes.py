@@ -51,6 +51,12 @@ def describe(node: dict) -> str:
     return f"{node['NodeID']} ({node.get('NodeManagerAddress', '?')}, {cpus:g} CPU{'' if cpus == 1 else 's'})"
 
 
+def described_alive_nodes() -> dict[str, str]:
+    """The live nodes at this moment, node ID -> :func:`describe` text: what a stage remembers at
+    its start, to name a node it loses later."""
+    return {node_id: describe(node) for node_id, node in alive_nodes().items()}
+
+
 def _actor_died(error: BaseException) -> bool:
     error = getattr(error, "health_check_failure", error)  # Ray Train's wrapper of a failed poll
     return isinstance(error, RayActorError)
@@ -64,7 +70,7 @@ class LostNodeCheck(UserCallback):
 
     def __init__(self, stage: str, num_workers: int, per_worker: dict[str, float]):
         self.stage, self.num_workers, self.per_worker = stage, num_workers, dict(per_worker)
-        self.nodes = {node_id: describe(node) for node_id, node in alive_nodes().items()}
+        self.nodes = described_alive_nodes()
 
     def after_exception(self, run_context, worker_exceptions: dict) -> None:
         died = [e for e in worker_exceptions.values() if _actor_died(e)]
@@ -103,7 +109,7 @@ def watch_nodes(results: Iterable, what: str, per_actor: dict[str, float], setti
     When the caller stops early (an error, a break, this check), the reading thread stops at its
     next result and closes ``results``, which shuts the pool down; a pool that never gives
     another result (the lost node's case) dies with the job."""
-    nodes = {node_id: describe(node) for node_id, node in alive_nodes().items()}
+    nodes = described_alive_nodes()
     inbox: queue.Queue = queue.Queue(maxsize=4)
     stop = threading.Event()
     end = object()

@@ -84,6 +84,17 @@ def _pseudo_weights(cfg: Config, pseudo: list[Item]) -> list[float] | None:
     return rare_class_weights(counts, cfg.data.rare_class_sampling.temperature).tolist()
 
 
+def _sup_weights(kind: StageKind, cfg: Config, sup: list[Item]) -> list[float] | None:
+    """Rare-class sampling of the supervised stream: the source's (data.rare_class_sampling) for
+    the kinds that take it, a round's pseudo-labels' (self_training.rare_class_sampling) for
+    students; None draws uniformly."""
+    if kind.rare_class_sampling:
+        return _source_weights(cfg, sup)
+    if kind.trains_on == "pseudo" and cfg.self_training.rare_class_sampling:
+        return _pseudo_weights(cfg, sup)
+    return None
+
+
 def _supervised(kind: StageKind, cfg: Config, splits: Splits, name: str, pseudo: Split | None) -> list[Item]:
     """The items of the supervised stream, or a one-line error saying what is missing."""
     if kind.trains_on == "source":
@@ -134,8 +145,7 @@ def build_spec(cfg: Config, splits: Splits, kind: str, name: str, out_dir: str |
         mix_target=labeled if "mix" in reads else [],
         target=unlabeled if "target" in reads else [],
         labeled=labeled if "labeled" in reads else [],
-        sup_weights=(_source_weights(cfg, sup) if k.rare_class_sampling
-                     else _pseudo_weights(cfg, sup) if k.trains_on == "pseudo" and st.rare_class_sampling else None),
+        sup_weights=_sup_weights(k, cfg, sup),
         sup_alternates=tuple(alternates),
         paste=paste,
         paste_weights=_source_weights(cfg, paste) if paste else None,
