@@ -18,10 +18,12 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 @pytest.fixture(scope="session")
 def ray_session():
-    """A local Ray shared by every test that needs one (starting Ray costs ~5 s here)."""
+    """A local Ray shared by every test that needs one (starting Ray costs ~5 s here). Always a new
+    one, as a job starts: without ``address="local"`` ray.init joins whatever cluster
+    /tmp/ray/ray_current_cluster names, and a killed ``ray.cluster_utils.Cluster`` leaves that file."""
     import ray
 
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=True)
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=True)
     from udas_ray.cluster import quiet_ray_data
 
     quiet_ray_data()

@@ -49,7 +49,18 @@ def node_loss(tiny_data, tmp_path_factory):
         if child.poll() is None:
             os.killpg(child.pid, signal.SIGKILL)
             child.wait()
+            forget_killed_cluster(tmp_path / "address")
     return json.loads((tmp_path / "result.json").read_text()), tmp_path
+
+
+def forget_killed_cluster(recorded: Path) -> None:
+    """A killed child never reaches Cluster.shutdown, which deletes the address Cluster wrote to
+    /tmp/ray/ray_current_cluster; left there, it sends every later bare ray.init() to a dead cluster."""
+    from ray._common.utils import reset_ray_address
+    from ray._private.utils import read_ray_address
+
+    if recorded.exists() and read_ray_address() == recorded.read_text():
+        reset_ray_address()
 
 
 def test_a_lost_node_fails_the_stage_naming_it_then_the_stage_resumes_on_a_new_node(node_loss):
@@ -210,6 +221,7 @@ def main(tmp: Path, source: str, target: str) -> None:
     from udas_ray.stages.loop import checkpointed_step
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    (tmp / "address").write_text(cluster.address)  # for the parent to forget, should it kill this process
     try:
         worker = cluster.add_node(num_cpus=1)
         say("two nodes up")
