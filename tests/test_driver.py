@@ -83,6 +83,29 @@ def test_a_failed_round_resumes_without_retraining_the_teacher(ray_session, tiny
     assert again["stages"]["teacher"]["mlflow_run_id"] == manifest["stages"]["teacher"]["mlflow_run_id"]
 
 
+def test_the_teacher_can_start_from_the_supervised_model(ray_session, tiny_cfg, monkeypatch):
+    cfg = tiny_cfg.override({"self_training.teacher_init": "supervised", "self_training.rounds": 0})
+    # the supervised stage runs although run.baselines and run.supervised are off, and is a row
+    assert [s.name for s in plan(cfg)] == ["supervised", "teacher"]
+    assert driver_mod.fingerprint.stage_parents(plan(cfg), cfg)["teacher"] == ["supervised"]
+    real, started = segment.run_on_ray, {}
+
+    def recording(cfg, spec, storage, callbacks=None):
+        started[spec.name] = (spec.init, spec.steps)
+        return real(cfg, spec, storage)
+
+    monkeypatch.setattr(segment, "run_on_ray", recording)
+    result = Pipeline(cfg, load_splits(cfg)).run()
+    manifest = json.loads(open(f"{cfg.run.dir}/manifest.json").read())
+    assert started["supervised"] == (None, cfg.train.steps)
+    assert started["teacher"] == (manifest["stages"]["supervised"]["model"], cfg.train.steps)
+    assert [row["name"] for row in result["stages"]] == ["supervised", "teacher"]
+    # without labeled target images there is nothing to start from: the teacher starts from scratch
+    unlabeled = cfg.override({"data.target.labeled": 0})
+    assert [s.name for s in plan(unlabeled)] == ["teacher"]
+    assert driver_mod.fingerprint.stage_parents(plan(unlabeled), unlabeled)["teacher"] == []
+
+
 def test_a_run_dir_of_another_config_is_refused_unless_fresh(tiny_cfg, tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -268,6 +268,10 @@ class Pseudo(Section):
 class SelfTraining(Section):
     rounds: int = Field(2, ge=0)  # offline rounds: pseudo-labels, then a student that becomes the teacher
     init: Literal["teacher", "fresh"] = "teacher"  # a student starts from the teacher's weights or fresh
+    # With labeled target images: the teacher starts from the `supervised` stage's weights (trained
+    # on them alone, then run even without run.baselines) instead of from scratch. Without labeled
+    # images the teacher starts from scratch whatever this says.
+    teacher_init: Literal["scratch", "supervised"] = "scratch"
     steps: Optional[int] = Field(None, ge=1)  # student steps per round (null = train.steps)
     # offline: the paper's rounds; ema: the online mean-teacher stage (DACS/DAFormer style)
     # instead of them; both: rounds and the ema stage side by side in one summary.

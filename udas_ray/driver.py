@@ -62,7 +62,8 @@ def plan(cfg: Config) -> list[StagePlan]:
         stages.append(StagePlan("style", "style", False))  # CycleGAN or SimGAN + restyling of the source
         # the "ST" row: style_transfer (cyclegan) or style_refined (simgan)
         stages.append(StagePlan(style.METHODS[cfg.style.method].row, "source_only", True, restyled=True))
-    if (cfg.run.supervised or cfg.run.baselines) and cfg.data.target.labeled > 0:
+    warm_teacher = kinds.starts_from(cfg, "teacher") == "supervised"
+    if (cfg.run.supervised or cfg.run.baselines or warm_teacher) and cfg.data.target.labeled > 0:
         stages.append(StagePlan("supervised", "supervised", True))
     stages.append(StagePlan("teacher", "teacher", True, restyled=restyled))
     if cfg.self_training.mode in ("offline", "both"):
@@ -219,7 +220,7 @@ class Pipeline:
         manifest = Manifest(self.run_dir / MANIFEST_FILE)
         parent = self._parent_run(manifest)
         logger = tracking.logger_for(self.uri, parent)
-        rows, models = [], {"previous": None, "teacher": None}  # what later stages start from
+        rows, models = [], {"previous": None, "teacher": None, "supervised": None}  # what later stages start from
         stages, started, timed = plan(cfg), time.monotonic(), []
         inputs = StageInputs(cfg, self.splits, manifest, self.run_dir, stages)
         for k, stage in enumerate(stages, 1):
@@ -239,6 +240,8 @@ class Pipeline:
                 timed.append(time.monotonic() - t0)
             entry = manifest.stage(stage.name)
             kind = kinds.KINDS.get(stage.kind)
+            if stage.kind == "supervised":
+                models["supervised"] = entry["model"]
             if kind is not None and kind.labels_target:
                 models["previous"] = entry["model"]
                 models["teacher"] = models["teacher"] or entry["model"]
@@ -322,8 +325,10 @@ class Pipeline:
         pseudo_labels, init, steps = None, None, None
         if kind.trains_on == "pseudo":
             pseudo_labels = pseudo.pseudo_split(self.run_dir / "pseudo" / f"round_{stage.round}", self.splits.target_train)
+        start = kinds.starts_from(cfg, stage.kind)
+        if start is not None:
+            init = models[start]
         if kind.starts_from != "scratch":  # students and the ema stage: the self-training schedule
-            init = models[kind.starts_from] if cfg.self_training.init == "teacher" else None
             steps = cfg.self_training.steps
         splits = self.splits
         if stage.restyled:

@@ -78,7 +78,7 @@ def splits_read(stage, cfg: Config) -> tuple[str, ...]:
 def stage_parents(stages, cfg: Config) -> dict[str, list[str]]:
     """For each stage of the plan, the stages whose output it reads: the style stage (restyled
     source), the model that labels its pseudo-labels, the model it starts from."""
-    from udas_ray.stages.kinds import KINDS
+    from udas_ray.stages.kinds import KINDS, starts_from
 
     out, previous, teacher = {}, None, None
     for stage in stages:
@@ -89,8 +89,9 @@ def stage_parents(stages, cfg: Config) -> dict[str, list[str]]:
             kind = KINDS[stage.kind]
             if kind.trains_on == "pseudo":
                 parents.append(f"pseudo_{stage.round}")
-            if kind.starts_from != "scratch" and cfg.self_training.init == "teacher":
-                parents.append(previous if kind.starts_from == "previous" else teacher)
+            start = starts_from(cfg, stage.kind)
+            if start is not None:
+                parents.append({"previous": previous, "teacher": teacher, "supervised": "supervised"}[start])
             if kind.labels_target:
                 previous, teacher = stage.name, teacher or stage.name
         out[stage.name] = [p for p in dict.fromkeys(parents) if p]

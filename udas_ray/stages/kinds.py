@@ -114,6 +114,16 @@ def _supervised(kind: StageKind, cfg: Config, splits: Splits, name: str, pseudo:
     return [item for item in items(pseudo) if item[0] not in known]
 
 
+def starts_from(cfg: Config, kind: str) -> str | None:
+    """The stage whose model a stage of ``kind`` starts from ("previous", "teacher" or
+    "supervised"), or None for a stage trained from scratch."""
+    if kind == "teacher":
+        warm = cfg.self_training.teacher_init == "supervised" and cfg.data.target.labeled > 0
+        return "supervised" if warm else None
+    declared = KINDS[kind].starts_from
+    return declared if declared != "scratch" and cfg.self_training.init == "teacher" else None
+
+
 def build_spec(cfg: Config, splits: Splits, kind: str, name: str, out_dir: str | Path, *,
                pseudo: Split | None = None, init: str | None = None, steps: int | None = None) -> SegmentSpec:
     """A stage's streams, augmentation and loss terms, from its kind's declaration and the data."""
