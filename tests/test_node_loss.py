@@ -18,6 +18,7 @@ suite's own local Ray (``ray_session``) may already be connected in the test pro
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -162,9 +163,10 @@ def lose_node_mid_round(cluster, node, staging: Path, result: dict, ended: threa
         cluster.remove_node(node)
         result["removed_at"] = time.monotonic()
         say("removed")
-    finally:
-        for pid, node_id in frozen.items():
-            os.kill(pid, signal.SIGKILL if node_id == node.node_id else signal.SIGCONT)
+    finally:  # the head's actor first: remove_node may have taken the other one already
+        for pid, node_id in sorted(frozen.items(), key=lambda item: item[1] == node.node_id):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL if node_id == node.node_id else signal.SIGCONT)
 
 
 def pseudo_label_actors() -> list[dict]:
