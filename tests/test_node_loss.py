@@ -45,7 +45,7 @@ def node_loss(tiny_data, tmp_path_factory):
         child = subprocess.Popen([sys.executable, __file__, str(tmp_path), str(source), str(target)], cwd=REPO,
                                  env=env, stdout=out, stderr=subprocess.STDOUT, process_group=0)
     try:
-        assert child.wait(timeout=900) == 0, log.read_text()[-4000:]
+        assert child.wait(timeout=480) == 0, log.read_text()[-4000:]
     finally:
         if child.poll() is None:
             os.killpg(child.pid, signal.SIGKILL)
