@@ -75,6 +75,7 @@ ROWS = {
     "student_labels_half": ("students: half of every batch from the labeled images (default a quarter)",
                             {"self_training.labeled_share": 0.5}),
     "target_x2": ("teacher: twice the weight on whole labeled target images", {"loss.lambda_target": 2.0}),
+    "three_rounds": ("a third teacher-student round (default two)", {"self_training.rounds": 3}),
 }
 
 
