@@ -220,7 +220,7 @@ class Pipeline:
         manifest = Manifest(self.run_dir / MANIFEST_FILE)
         parent = self._parent_run(manifest)
         logger = tracking.logger_for(self.uri, parent)
-        rows, models = [], {"previous": None, "teacher": None, "supervised": None}  # what later stages start from
+        rows, models = [], kinds.starting_points()  # what later stages start from
         stages, started, timed = plan(cfg), time.monotonic(), []
         inputs = StageInputs(cfg, self.splits, manifest, self.run_dir, stages)
         for k, stage in enumerate(stages, 1):
@@ -239,12 +239,7 @@ class Pipeline:
                 self._run_stage(stage, manifest, parent, models)
                 timed.append(time.monotonic() - t0)
             entry = manifest.stage(stage.name)
-            kind = kinds.KINDS.get(stage.kind)
-            if stage.kind == "supervised":
-                models["supervised"] = entry["model"]
-            if kind is not None and kind.labels_target:
-                models["previous"] = entry["model"]
-                models["teacher"] = models["teacher"] or entry["model"]
+            kinds.note_finished(models, stage.kind, entry.get("model"))
             if stage.row:
                 rows.append(summary_mod.stage_row(stage.name, entry["metrics"]))
                 # on the parent as soon as the stage is done: a run stopped later still shows it;

@@ -78,22 +78,20 @@ def splits_read(stage, cfg: Config) -> tuple[str, ...]:
 def stage_parents(stages, cfg: Config) -> dict[str, list[str]]:
     """For each stage of the plan, the stages whose output it reads: the style stage (restyled
     source), the model that labels its pseudo-labels, the model it starts from."""
-    from udas_ray.stages.kinds import KINDS, starts_from
+    from udas_ray.stages.kinds import KINDS, note_finished, starting_points, starts_from
 
-    out, previous, teacher = {}, None, None
+    out, points = {}, starting_points()
     for stage in stages:
         parents = ["style"] if stage.restyled else []
         if stage.kind == "pseudo":
-            parents.append(previous)
+            parents.append(points["previous"])
         elif stage.kind in KINDS:
-            kind = KINDS[stage.kind]
-            if kind.trains_on == "pseudo":
+            if KINDS[stage.kind].trains_on == "pseudo":
                 parents.append(f"pseudo_{stage.round}")
             start = starts_from(cfg, stage.kind)
             if start is not None:
-                parents.append({"previous": previous, "teacher": teacher, "supervised": "supervised"}[start])
-            if kind.labels_target:
-                previous, teacher = stage.name, teacher or stage.name
+                parents.append(points[start])
+        note_finished(points, stage.kind, stage.name)
         out[stage.name] = [p for p in dict.fromkeys(parents) if p]
     return out
 

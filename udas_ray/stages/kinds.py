@@ -124,6 +124,21 @@ def starts_from(cfg: Config, kind: str) -> str | None:
     return declared if declared != "scratch" and cfg.self_training.init == "teacher" else None
 
 
+def starting_points() -> dict:
+    """What later stages of a plan may start from (:func:`starts_from`'s answers), none yet."""
+    return {"previous": None, "teacher": None, "supervised": None}
+
+
+def note_finished(points: dict, kind: str, value) -> None:
+    """Record in ``points`` that a stage of ``kind`` finished; ``value`` is what stands for it
+    (its model's path for the driver, its name for the fingerprints)."""
+    if kind == "supervised":
+        points["supervised"] = value
+    if kind in KINDS and KINDS[kind].labels_target:
+        points["previous"] = value
+        points["teacher"] = points["teacher"] or value
+
+
 def build_spec(cfg: Config, splits: Splits, kind: str, name: str, out_dir: str | Path, *,
                pseudo: Split | None = None, init: str | None = None, steps: int | None = None) -> SegmentSpec:
     """A stage's streams, augmentation and loss terms, from its kind's declaration and the data."""
