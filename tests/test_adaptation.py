@@ -122,6 +122,25 @@ def test_students_keep_the_true_labels(tiny_cfg, tmp_path):
     assert {(i, lbl) for i, lbl, _ in pooled.streams.sup if i in known} == set(known.items())
 
 
+def test_with_every_target_image_labeled_the_students_learn_from_ground_truth_alone(tiny_cfg, tmp_path):
+    """The label budget "all": no image is left for pseudo-labels, so the labeled images are the
+    whole supervised stream instead of a share of an empty one."""
+    from udas_ray.data.batches import BatchBuilder
+    from udas_ray.data.readers import Split
+
+    cfg = tiny_cfg.override({"data.target.labeled": len(load_splits(tiny_cfg).target_train)})
+    splits = load_splits(cfg)
+    pseudo = replace_labels(Split("pseudo", "x", "train", splits.target_train.samples, "labelids"), tmp_path)
+    spec = kinds.build_spec(cfg, splits, "student", "round_1", tmp_path, pseudo=pseudo)
+    known = {s.image: s.label for s in splits.target_labeled.samples}
+    assert len(known) == len(splits.target_train)
+    assert {(image, label) for image, label, _ in spec.streams.sup} == set(known.items())
+    assert all(share != cfg.self_training.labeled_share for _, share in spec.streams.sup_alternates)
+    builder = BatchBuilder(spec.streams, spec.augment, seed=0)
+    draws = [builder._draw_sup(builder._rng(slot)) for slot in range(20)]
+    assert all(label == known[image] for image, label, _ in draws)
+
+
 def replace_labels(split, tmp_path):
     """The split with every label swapped for an all-sky (labelId 23) PNG."""
     from dataclasses import replace as dc_replace

@@ -152,19 +152,22 @@ def test_ray_job_submit_runs_the_pipeline_on_a_head_node(tiny_data, tmp_path):
 
 
 def test_data_dependency_job_on_a_tiny_set(tiny_data, tmp_path):
-    """Two budgets: the labeled one trains SL beside the pipeline, the 0 one the baselines; the
-    table holds UDAS - SL and the source-only and oracle lines."""
+    """Two budgets: every target-train image labeled (no image left to pseudo-label: the round
+    learns from the ground truth), which trains SL beside the pipeline, and 0, which trains the
+    baselines; the table holds UDAS - SL and the source-only and oracle lines."""
     source, target = tiny_data
     run_dir = tmp_path / "budgets"
     proc = run_job("jobs/data_dependency.py", *tiny_overrides(source, target, run_dir),
-                   "data_dependency.budgets=[2,0]", timeout=400)
+                   "data_dependency.budgets=[all,0]", timeout=400)
     assert proc.returncode == 0, proc.stderr[-3000:]
     data = json.loads((run_dir / "data_dependency.json").read_text())
-    two, zero = data["budgets"]
-    assert (two["labeled"], zero["labeled"]) == (2, 0)
-    assert two["delta"] == pytest.approx(two["udas"] - two["supervised"]) and zero["supervised"] is None
+    everything, zero = data["budgets"]
+    n = len(list((Path(target) / "leftImg8bit" / "train").rglob("*.png")))
+    assert (everything["labeled"], zero["labeled"]) == (n, 0)
+    assert everything["delta"] == pytest.approx(everything["udas"] - everything["supervised"])
+    assert zero["supervised"] is None
     assert set(data["baselines"]) == {"source_only", "oracle"}
-    summary = json.loads((run_dir / "budget_2" / "summary.json").read_text())
+    summary = json.loads((run_dir / f"budget_{n}" / "summary.json").read_text())
     assert [r["name"] for r in summary["stages"]] == ["supervised", "teacher", "round_1"]
     assert (run_dir / "data_dependency.png").stat().st_size > 1000
     assert "UDAS - SL" in proc.stdout

@@ -154,9 +154,9 @@ def build_spec(cfg: Config, splits: Splits, kind: str, name: str, out_dir: str |
     st = cfg.self_training
     alternates = []  # a student's other supervised examples: labeled target, some source
     if k.trains_on == "pseudo" and labeled:
-        if st.labeled_share > 0:
+        if st.labeled_share > 0 and sup:
             alternates.append((labeled, st.labeled_share))
-        else:  # the labeled images are simply part of the pool
+        else:  # the labeled images are part of the pool (all of it when every image is labeled)
             sup = sup + labeled
     if k.noisy and st.source_share > 0:
         alternates.append((items(splits.source), st.source_share))
