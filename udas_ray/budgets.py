@@ -76,17 +76,20 @@ def table_rows(results: dict[tuple[int, int], dict]) -> tuple[list[dict], dict]:
 
 def plot(table: list[dict], baselines: dict, path: str | Path, title: str) -> Path:
     """mIoU against labeled images: SL and UDAS (± std over seeds), source-only and oracle as
-    lines; below, UDAS - SL per budget."""
+    lines; below, UDAS - SL per budget. The budgets are evenly spaced, smallest first (20 and
+    101 labels would overlap on a linear axis that reaches 600)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    budgets = sorted({r["labeled"] for r in table})
+    at = {n: i for i, n in enumerate(budgets)}
     fig, (ax, ax_delta) = plt.subplots(2, 1, figsize=(6, 6), sharex=True, height_ratios=(3, 1.4))
     for key, label, marker in (("supervised", "SL (labeled target only)", "o"), ("udas", "UDAS", "s")):
         points = sorted((r["labeled"], r[key], r.get(f"{key}_std") or 0.0) for r in table if r.get(key) is not None)
         if points:
-            ax.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] for p in points],
+            ax.errorbar([at[p[0]] for p in points], [p[1] for p in points], yerr=[p[2] for p in points],
                         marker=marker, capsize=3, label=label)
     for name, style in (("oracle", "--"), ("source_only", ":")):
         if baselines.get(name, {}).get("mean") is not None:
@@ -97,9 +100,11 @@ def plot(table: list[dict], baselines: dict, path: str | Path, title: str) -> Pa
     ax.legend(fontsize=8)
     deltas = sorted((r["labeled"], r["delta"], r.get("delta_std") or 0.0) for r in table if r.get("delta") is not None)
     if deltas:
-        ax_delta.bar([str(d[0]) for d in deltas], [d[1] for d in deltas], yerr=[d[2] for d in deltas],
-                     color=["tab:green" if d[1] >= 0 else "tab:red" for d in deltas], capsize=3)
+        ax_delta.bar([at[d[0]] for d in deltas], [d[1] for d in deltas], yerr=[d[2] for d in deltas],
+                     color=["tab:green" if d[1] >= 0 else "tab:red" for d in deltas], capsize=3, width=0.5)
         ax_delta.axhline(0, color="black", linewidth=0.8)
+    ax_delta.set_xticks(range(len(budgets)), [str(n) for n in budgets])
+    ax_delta.set_xlim(-0.5, len(budgets) - 0.5)
     ax_delta.set_xlabel("labeled target images")
     ax_delta.set_ylabel("UDAS - SL")
     ax_delta.grid(alpha=0.3, axis="y")
