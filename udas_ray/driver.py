@@ -239,7 +239,8 @@ class Pipeline:
                 self._run_stage(stage, manifest, parent, models)
                 timed.append(time.monotonic() - t0)
             entry = manifest.stage(stage.name)
-            kinds.note_finished(models, stage.kind, entry.get("model"))
+            # a segmentation stage always records its model: a missing one is an error, not None
+            kinds.note_finished(models, stage.kind, entry["model"] if stage.kind in kinds.KINDS else None)
             if stage.row:
                 rows.append(summary_mod.stage_row(stage.name, entry["metrics"]))
                 # on the parent as soon as the stage is done: a run stopped later still shows it;
