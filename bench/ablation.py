@@ -72,8 +72,10 @@ ROWS = {
     "no_student_labels": ("students: no labeled share (pseudo-labels only)", {"self_training.labeled_share": 0.0}),
     "adabn": ("teacher gets AdaBN although labeled target images exist (auto: off)", {"train.adabn": True}),
     "teacher_from_sl": ("teacher starts from the supervised (SL) stage's weights", {"self_training.teacher_init": "supervised"}),
-    "student_labels_half": ("students: half of every batch from the labeled images (default a quarter)",
+    "student_labels_half": ("students: half of every batch from the labeled images",
                             {"self_training.labeled_share": 0.5}),
+    "student_labels_quarter": ("students: a quarter of every batch from the labeled images",
+                               {"self_training.labeled_share": 0.25}),
     "target_x2": ("teacher: twice the weight on whole labeled target images", {"loss.lambda_target": 2.0}),
     "three_rounds": ("a third teacher-student round (default two)", {"self_training.rounds": 3}),
 }

@@ -63,7 +63,8 @@ def test_noisy_student_and_source_share(tiny_cfg, tmp_path):
     assert (labeled_share, source_share) == (cfg.self_training.labeled_share, 0.25)
     assert len(source) == len(splits.source) and len(labeled) == len(splits.target_labeled) == 2
     plain = kinds.build_spec(tiny_cfg, splits, "student", "round_1", tmp_path, pseudo=pseudo)
-    assert not plain.augment.randomize and [share for _, share in plain.streams.sup_alternates] == [0.25]
+    assert not plain.augment.randomize and [share for _, share in plain.streams.sup_alternates] == [
+        tiny_cfg.self_training.labeled_share]
 
 
 def test_students_draw_images_with_rare_pseudo_classes_more_often_when_asked(tiny_cfg, tmp_path):
