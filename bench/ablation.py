@@ -76,6 +76,8 @@ ROWS = {
                             {"self_training.labeled_share": 0.5}),
     "student_labels_quarter": ("students: a quarter of every batch from the labeled images",
                                {"self_training.labeled_share": 0.25}),
+    "student_labels_three_quarters": ("students: three quarters of every batch from the labeled images",
+                                      {"self_training.labeled_share": 0.75}),
     "target_x2": ("teacher: twice the weight on whole labeled target images", {"loss.lambda_target": 2.0}),
     "three_rounds": ("a third teacher-student round (default two)", {"self_training.rounds": 3}),
 }
