@@ -240,7 +240,7 @@ DEFAULT_RESOLVED = {
     'run.seed': 0, 'run.seeds': None, 'run.supervised': False, 'scaling.cpus_per_worker': 1.5,
     'scaling.data_cpus': 0.5, 'scaling.data_workers': 1, 'scaling.max_failures': 1, 'scaling.num_workers': 0,
     'scaling.ray_num_cpus': None, 'scaling.use_gpu': False, 'self_training.ema_decay': 0.99,
-    'self_training.ema_threshold': 0.968, 'self_training.init': 'teacher', 'self_training.labeled_share': 0.5,
+    'self_training.ema_threshold': 0.968, 'self_training.init': 'teacher', 'self_training.labeled_share': 0.75,
     'self_training.mode': 'offline', 'self_training.noisy': True, 'self_training.randomize': False,
     'self_training.rounds': 2, 'self_training.source_share': 0.0, 'self_training.steps': None,
     'style.actors': 1, 'style.batch_size': 1, 'style.beta1': 0.5, 'style.checkpoint_every': 250,
