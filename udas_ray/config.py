@@ -279,7 +279,7 @@ class SelfTraining(Section):
     mode: Literal["offline", "ema", "both"] = "offline"
     noisy: bool = True  # noisy students: ClassMix among pseudo-labeled target images (+ colour jitter)
     randomize: bool = False  # noisy students also get augment.randomize's appearance randomization
-    source_share: float = Field(0.0, ge=0, le=1)  # share of student examples drawn from the source
+    source_share: float = Field(0.0, ge=0, le=1)  # share of student examples drawn from the source (with labeled_share at most 1)
     # Students draw pseudo-labeled images that hold rare pseudo-label classes more often
     # (data.rare_class_sampling's rule over the round's pseudo-labels, with its temperature even
     # when data.rare_class_sampling.enabled is false), so the small classes the teacher found are
