@@ -152,6 +152,23 @@ def test_run_breakdown_splits_each_stage_into_its_phases_and_what_ray_costs_arou
     lines = run_breakdown.table(result).splitlines()
     assert lines[1].split()[:7] == ["teacher", "60.0", "41.0", "5.0", "0.5", "3.5", "10.0"]
     assert "job 80 s = stages 70 s + 10 s besides them" in run_breakdown.table(result)
+    assert "mfu_of_peak" not in teacher  # no bench/peak.py result given
+    # against bench/peak.py's peak: 120 GFLOP/s of 200 = 60 %, printed as the last column
+    with_peak = run_breakdown.breakdown(run, wall=80.0, peak=200.0)
+    assert with_peak["stages"]["teacher"]["mfu_of_peak"] == 0.6 and with_peak["peak_gflops_per_s"] == 200.0
+    assert run_breakdown.table(with_peak).splitlines()[1].split()[-1] == "60.0%"
+    # an earlier result (its run folder gone) rescored against another peak
+    rescored = run_breakdown.rescore(json.loads(json.dumps(with_peak)), 150.0)
+    assert rescored["stages"]["teacher"]["mfu_of_peak"] == 0.8 and rescored["peak_gflops_per_s"] == 150.0
+    assert "mfu_of_peak" not in run_breakdown.rescore(with_peak, None)["stages"]["teacher"]
+    # a bf16 run is held against bench/peak.py's bfloat16 peak; a peak file without one is refused
+    peaks = {"peak_gflops_per_s": 180.0, "peak_gflops_per_s_bf16": 400.0}
+    assert run_breakdown.peak_of(peaks, run_breakdown.run_precision(["train.precision=bf16"]), Path("p")) == 400.0
+    assert run_breakdown.peak_of(peaks, run_breakdown.run_precision([], run), Path("p")) == 180.0
+    (run / "config.yaml").write_text("train: {precision: bf16}\n")
+    assert run_breakdown.run_precision([], run) == "bf16"
+    with pytest.raises(SystemExit, match="no bfloat16 peak"):
+        run_breakdown.peak_of({"peak_gflops_per_s": 180.0}, "bf16", Path("p"))
 
 
 def test_one_ablation_name_keeps_one_base(tmp_path):

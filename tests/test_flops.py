@@ -57,8 +57,11 @@ def test_measure_peak_is_cached_and_leaves_the_thread_count(monkeypatch):
     before = torch.get_num_threads()
     peak = measure_peak(1, seconds=0.05, size=128)
     assert peak > 0 and torch.get_num_threads() == before
+    bf16 = measure_peak(1, seconds=0.05, size=128, dtype=torch.bfloat16)  # its own entry, measured
+    assert bf16 > 0 and set(flops._PEAKS) == {(1, 128, torch.float32), (1, 128, torch.bfloat16)}
     monkeypatch.setattr(flops, "time_calls", lambda *a, **k: pytest.fail("measured twice"))
     assert measure_peak(1, seconds=0.05, size=128) == peak
+    assert measure_peak(1, seconds=0.05, size=128, dtype=torch.bfloat16) == bf16
 
 
 def _bench_common():

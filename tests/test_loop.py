@@ -89,14 +89,18 @@ def test_every_window_has_its_flop_rate_and_mfu(tmp_path):
 def test_peak_is_measured_once_when_not_given(tmp_path, monkeypatch):
     calls = []
 
-    def fake_peak(threads, seconds=1.0, size=1024):
-        calls.append(threads)
+    def fake_peak(threads, seconds=1.0, size=1024, dtype=torch.float32):
+        calls.append((threads, dtype))
         return 20.0
 
     monkeypatch.setattr(flops, "measure_peak", fake_peak)
     run_loop(LinearTask(steps=4, log_every=2), batches(), PlainSession(tmp_path / "ckpt"), name="fake",
              out_dir=tmp_path)
-    assert calls == [torch.get_num_threads()]
+    assert calls == [(torch.get_num_threads(), torch.float32)]
+    # a stage computing in bfloat16 is held against a bfloat16 matmul
+    run_loop(LinearTask(steps=2, log_every=2), batches(), PlainSession(tmp_path / "ckpt_bf16"), name="fake",
+             out_dir=tmp_path / "bf16", peak_dtype=torch.bfloat16)
+    assert calls[-1] == (torch.get_num_threads(), torch.bfloat16)
     records = windows(tmp_path)
     assert records[0]["peak_gflops"] == 20.0
     assert all(r["mfu"] == pytest.approx(r["gflops_per_s"] / 20.0) for r in records)

@@ -21,6 +21,11 @@ _DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # confi
 SCALER_KEY = "scaler"  # where a checkpoint keeps the scaler's state
 
 
+def compute_dtype(precision: str) -> torch.dtype:
+    """The dtype autocast computes matmuls and convolutions in at ``precision``."""
+    return _DTYPES[precision] or torch.float32
+
+
 def _device_type(device) -> str:
     return torch.device(device).type
 

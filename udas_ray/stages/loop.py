@@ -37,7 +37,7 @@ from typing import Callable, Iterable, Iterator, Protocol
 import numpy as np
 import torch
 
-from udas_ray import atomic, flops, tracking
+from udas_ray import atomic, flops, precision, tracking
 from udas_ray.config import Config
 from udas_ray.data.batches import stage_seed
 from udas_ray.errors import UdasError
@@ -99,14 +99,15 @@ class Spec(Protocol):
 
 
 def run_loop(task: Task, batches: Iterable[dict] | Callable[[int], Iterable[dict]], session: Session, *,
-             name: str, out_dir: str | Path, peak_gflops: float | None = None) -> dict:
+             name: str, out_dir: str | Path, peak_gflops: float | None = None,
+             peak_dtype: torch.dtype = torch.float32) -> dict:
     """Train ``task`` for its scheduled steps, resuming from the session's checkpoint if any.
     ``batches``: an iterable of batches, or a function of the step to start from returning one.
 
     The first step this process trains runs under torch's FLOP counter (:func:`count_first_step`);
     from then on every log window carries ``gflops_per_s`` and ``mfu`` against ``peak_gflops``
-    (None: :func:`udas_ray.flops.measure_peak` at this process's torch threads, once, before
-    the first step). The counted step stays in the first window's rate: with the counter's
+    (None: :func:`udas_ray.flops.measure_peak` at this process's torch threads in ``peak_dtype``,
+    the dtype the step computes in, once, before the first step). The counted step stays in the first window's rate: with the counter's
     one-time imports done before the clock starts, it adds ~40-70 ms to it (tiny DeepLab),
     under 1 % of a 50-step window."""
     sched = task.schedule
@@ -125,7 +126,7 @@ def run_loop(task: Task, batches: Iterable[dict] | Callable[[int], Iterable[dict
         with clock("flop_counter_and_peak"):
             flops.warm_up_counter()  # the counter's one-time imports, off the clock
             with torch.random.fork_rng(devices=[]):  # the measurement's randn must not move the training's RNG
-                peak_gflops = peak_gflops or flops.measure_peak(torch.get_num_threads())
+                peak_gflops = peak_gflops or flops.measure_peak(torch.get_num_threads(), dtype=peak_dtype)
     it = iter(batches(step) if callable(batches) else batches)
     progress, announce = Progress(peak_gflops=peak_gflops), False
     started = time.perf_counter()
@@ -138,7 +139,7 @@ def run_loop(task: Task, batches: Iterable[dict] | Callable[[int], Iterable[dict
             lr = task.set_lr(step)
             if progress.flops_per_step is None:
                 losses, progress.flops_per_step = count_first_step(task, batch)
-                log_flops(task, name, progress.flops_per_step, peak_gflops, measured)
+                log_flops(task, name, progress.flops_per_step, peak_gflops, peak_dtype if measured else None)
                 announce = True
             else:
                 losses = task.train_step(batch)
@@ -209,8 +210,10 @@ def count_first_step(task: Task, batch: dict) -> tuple[dict, int]:
     return losses[0], counted
 
 
-def log_flops(task: Task, name: str, flops_per_step: int, peak: float, measured: bool) -> None:
-    source = f"{torch.get_num_threads()}-thread matmul measured at the start" if measured else "train.peak_gflops"
+def log_flops(task: Task, name: str, flops_per_step: int, peak: float, measured: torch.dtype | None) -> None:
+    """``measured``: the dtype of the matmul the peak was measured with; None: train.peak_gflops."""
+    source = (f"{torch.get_num_threads()}-thread {str(measured).removeprefix('torch.')} matmul measured at the start"
+              if measured else "train.peak_gflops")
     log.info("[%s] %.3f GFLOP per step (matmuls and convolutions, counted on its first step); "
              "MFU against %.1f GFLOP/s (%s)", name, flops_per_step / 1e9, peak, source)
     task.tracker.params({"flops_per_step": flops_per_step, "peak_gflops": round(peak, 1)})
@@ -233,7 +236,8 @@ def duration(seconds: float) -> str:
 def _start(spec: Spec, cfg: Config, session: Session, batches) -> dict:
     tracker = tracking.logger_for(spec.tracking_uri, spec.mlflow_run_id, session.rank)
     task = spec.task(cfg, session, tracker)
-    return run_loop(task, batches, session, name=spec.name, out_dir=spec.out_dir, peak_gflops=cfg.train.peak_gflops)
+    return run_loop(task, batches, session, name=spec.name, out_dir=spec.out_dir, peak_gflops=cfg.train.peak_gflops,
+                    peak_dtype=precision.compute_dtype(cfg.train.precision))
 
 
 # ------------------------------------------------------------------------------ randomness
