@@ -57,6 +57,12 @@ def bf16_workloads(size: int) -> dict:
     }
 
 
+def fastest(rows: dict, bf16: set[str]) -> tuple[str, str]:
+    """The float32 and the bfloat16 workload with the fastest repeat."""
+    best = lambda names: max(names, key=lambda n: rows[n]["gflops_per_s_best"])  # noqa: E731
+    return best(n for n in rows if n not in bf16), best(n for n in rows if n in bf16)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -67,7 +73,8 @@ def main():
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
-    works = {**workloads(args.size), **bf16_workloads(args.size)}
+    bf16 = bf16_workloads(args.size)
+    works = {**workloads(args.size), **bf16}
     with torch.no_grad():
         flops = {name: count_step_flops(fn) for name, fn in works.items()}
     times = time_calls(works, args.repeats, args.warmup)
@@ -76,9 +83,7 @@ def main():
         rows[name] = {"flops": flops[name], "median_s": round(statistics.median(ts), 5), "best_s": round(min(ts), 5),
                       "gflops_per_s_median": round(flops[name] / statistics.median(ts) / 1e9, 1),
                       "gflops_per_s_best": round(flops[name] / min(ts) / 1e9, 1)}
-    bf16 = set(bf16_workloads(64))
-    peak_name = max((n for n in rows if n not in bf16), key=lambda n: rows[n]["gflops_per_s_best"])
-    bf16_name = max((n for n in rows if n in bf16), key=lambda n: rows[n]["gflops_per_s_best"])
+    peak_name, bf16_name = fastest(rows, set(bf16))
     out = {
         **metadata(), "threads": torch.get_num_threads(), "repeats": args.repeats, "warmup": args.warmup,
         "measurements": rows,

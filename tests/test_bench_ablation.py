@@ -183,3 +183,11 @@ def test_a_started_row_resumes_with_the_baselines_it_began_with(tmp_path):
     assert ablation.recorded_baselines(tmp_path / "never_started") is None
     (tmp_path / "config.yaml").write_text("run:\n  baselines: true\n  seed: 0\n")
     assert ablation.recorded_baselines(tmp_path) is True
+
+
+def test_peak_keeps_the_float32_peak_apart_from_the_bfloat16_one():
+    peak = _load("peak")
+    rows = {"matmul": {"gflops_per_s_best": 180.0}, "conv": {"gflops_per_s_best": 170.0},
+            "matmul bf16": {"gflops_per_s_best": 410.0}, "conv bf16": {"gflops_per_s_best": 460.0}}
+    assert peak.fastest(rows, {"matmul bf16", "conv bf16"}) == ("matmul", "conv bf16")
+    assert set(peak.bf16_workloads(64)) == {"matmul 64x64 bfloat16", "conv3x3 64->64 (8,64,96,192) channels_last bfloat16"}
