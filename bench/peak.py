@@ -46,8 +46,8 @@ def workloads(size: int) -> dict:
 
 def bf16_workloads(size: int) -> dict:
     """The matmul and the channels-last convolution in bfloat16: the peak of a stage that
-    computes in it (``train.precision=bf16``). On CPUs without native bf16 they run slower than
-    float32; measured either way."""
+    computes in it (``train.precision=bf16``). On CPUs without native bf16 they may run slower
+    than float32; measured either way."""
     a, b = torch.randn(size, size, dtype=torch.bfloat16), torch.randn(size, size, dtype=torch.bfloat16)
     x = torch.randn(8, 64, 96, 192, dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
     w = torch.randn(64, 64, 3, 3, dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)

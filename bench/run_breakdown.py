@@ -45,9 +45,8 @@ from udas_ray.stages.runtime import read_history
 REPO = Path(__file__).resolve().parent.parent
 
 
-def breakdown(run_dir: Path, wall: float | None, peak: float | None = None) -> dict:
-    """The stage-by-stage table's data; ``peak`` (GFLOP/s, bench/peak.py's) adds each stage's
-    MFU against it (``mfu_of_peak``)."""
+def breakdown(run_dir: Path, wall: float | None) -> dict:
+    """The stage-by-stage table's data (MFU against bench/peak.py's peak: :func:`rescore`)."""
     stages = json.loads((run_dir / "manifest.json").read_text())["stages"]
     out, in_stages = {}, 0.0
     for name, entry in stages.items():
@@ -66,12 +65,8 @@ def breakdown(run_dir: Path, wall: float | None, peak: float | None = None) -> d
         for key in ("steps_per_s", "gflops_per_s", "mfu", "data_wait_share") if hist else ():
             value = mean_of(hist, key)
             row[key] = None if value is None else round(value, 3)
-        if peak and row.get("gflops_per_s") is not None:
-            row["mfu_of_peak"] = round(row["gflops_per_s"] / peak, 3)
         out[name] = row
     result = {"run_dir": str(run_dir), "stages": out, "stages_s": round(in_stages, 1)}
-    if peak:
-        result["peak_gflops_per_s"] = peak
     if wall is not None:
         result.update(wall_s=round(wall, 1), job_besides_stages_s=round(wall - in_stages, 1))
     return result
@@ -98,7 +93,8 @@ def peak_of(peak_file: dict, precision: str, path: Path) -> float:
 
 
 def rescore(result: dict, peak: float | None) -> dict:
-    """An earlier result (its JSON) with MFU against ``peak`` recomputed from its GFLOP/s."""
+    """A result (fresh, or an earlier one's JSON) with each stage's MFU against ``peak``
+    (``mfu_of_peak``, GFLOP/s over bench/peak.py's peak; none without a peak)."""
     result = {**result, "stages": {name: {k: v for k, v in row.items() if k != "mfu_of_peak"}
                                    for name, row in result["stages"].items()}}
     result.pop("peak_gflops_per_s", None)
@@ -175,19 +171,19 @@ def main():
         if len(set(machines)) > 1:
             sys.exit(f"{args.read}: measured on {machines[0]!r}, but {args.peak} on {machines[1]!r}; "
                      "give --peak the peak of the machine the result was measured on")
-        result = rescore(result, peak)
     elif args.read:
-        result = breakdown(args.read.resolve(), args.wall, peak)
+        result = breakdown(args.read.resolve(), args.wall)
     else:
         with tempfile.TemporaryDirectory() as tmp:
             run_dir = (args.run_dir or Path(tmp) / "run").resolve()
             wall = run_job(args.checkout.resolve(), run_dir, args.overrides)
-            result = breakdown(run_dir, wall, peak)
+            result = breakdown(run_dir, wall)
             commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=args.checkout, capture_output=True,
                                     text=True).stdout.strip()
             summary = json.loads((run_dir / "summary.json").read_text())
             result.update(checkout_commit=commit, overrides=args.overrides,
                           miou={row["name"]: round(row["miou"], 2) for row in summary["stages"]})
+    result = rescore(result, peak)
     print(table(result))
     out = {**metadata(), **result}  # an earlier result's own metadata wins
     if peak_file:

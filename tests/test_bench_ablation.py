@@ -154,7 +154,7 @@ def test_run_breakdown_splits_each_stage_into_its_phases_and_what_ray_costs_arou
     assert "job 80 s = stages 70 s + 10 s besides them" in run_breakdown.table(result)
     assert "mfu_of_peak" not in teacher  # no bench/peak.py result given
     # against bench/peak.py's peak: 120 GFLOP/s of 200 = 60 %, printed as the last column
-    with_peak = run_breakdown.breakdown(run, wall=80.0, peak=200.0)
+    with_peak = run_breakdown.rescore(run_breakdown.breakdown(run, wall=80.0), 200.0)
     assert with_peak["stages"]["teacher"]["mfu_of_peak"] == 0.6 and with_peak["peak_gflops_per_s"] == 200.0
     assert run_breakdown.table(with_peak).splitlines()[1].split()[-1] == "60.0%"
     # an earlier result (its run folder gone) rescored against another peak

@@ -82,9 +82,9 @@ def measure_peak(threads: int | None = None, seconds: float = 1.0, size: int = 1
     """Matmul GFLOP/s (``size`` x ``size`` in ``dtype``, best repeat) at ``threads`` torch threads
     (default: the current count), measured once per process, thread count and dtype, then served
     from a cache (a stage computing in bfloat16 is held against a bfloat16 matmul, which on CPUs
-    with native bf16 runs about twice as fast as float32); the thread count is restored afterwards. The counted first call is the warm-up;
-    with it, the measurement takes about ``seconds`` (plus one call, and the counter's one-time
-    imports if they are still to come)."""
+    with native bf16 runs about twice as fast as float32); the thread count is restored
+    afterwards. The counted first call is the warm-up; with it, the measurement takes about
+    ``seconds`` (plus one call, and the counter's one-time imports if they are still to come)."""
     threads = threads or torch.get_num_threads()
     key = (threads, size, dtype)
     if key not in _PEAKS:

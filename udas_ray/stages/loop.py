@@ -107,9 +107,9 @@ def run_loop(task: Task, batches: Iterable[dict] | Callable[[int], Iterable[dict
     The first step this process trains runs under torch's FLOP counter (:func:`count_first_step`);
     from then on every log window carries ``gflops_per_s`` and ``mfu`` against ``peak_gflops``
     (None: :func:`udas_ray.flops.measure_peak` at this process's torch threads in ``peak_dtype``,
-    the dtype the step computes in, once, before the first step). The counted step stays in the first window's rate: with the counter's
-    one-time imports done before the clock starts, it adds ~40-70 ms to it (tiny DeepLab),
-    under 1 % of a 50-step window."""
+    the dtype the step computes in, once, before the first step). The counted step stays in the
+    first window's rate: with the counter's one-time imports done before the clock starts, it
+    adds ~40-70 ms to it (tiny DeepLab), under 1 % of a 50-step window."""
     sched = task.schedule
     step = resumed_from = 0
     clock = Phases()
