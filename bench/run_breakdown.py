@@ -160,11 +160,15 @@ def main():
                    help="bench/peak.py's result: MFU against it too (skipped when the file is missing)")
     p.add_argument("overrides", nargs="*")
     args = p.parse_args()
+    if args.read and not args.read.exists():
+        sys.exit(f"{args.read}: no such run folder or result file")
     peak_file = json.loads(args.peak.read_text()) if args.peak.is_file() else None
+    if peak_file is not None and "peak_gflops_per_s" not in peak_file:
+        sys.exit(f"{args.peak}: not a bench/peak.py result (no peak_gflops_per_s)")
     saved = json.loads(args.read.read_text()) if args.read and args.read.is_file() else None
     precision = run_precision(saved.get("overrides", []) if saved else args.overrides,
                               None if saved or not args.read else args.read)
-    peak = peak_of(peak_file, precision, args.peak) if peak_file else None
+    peak = peak_of(peak_file, precision, args.peak) if peak_file is not None else None
     if saved:
         result = saved
         machines = [m for m in (result.get("cpu", {}).get("model"), (peak_file or {}).get("cpu", {}).get("model")) if m]

@@ -191,3 +191,20 @@ def test_peak_keeps_the_float32_peak_apart_from_the_bfloat16_one():
             "matmul bf16": {"gflops_per_s_best": 410.0}, "conv bf16": {"gflops_per_s_best": 460.0}}
     assert peak.fastest(rows, {"matmul bf16", "conv bf16"}) == ("matmul", "conv bf16")
     assert set(peak.bf16_workloads(64)) == {"matmul 64x64 bfloat16", "conv3x3 64->64 (8,64,96,192) channels_last bfloat16"}
+
+
+def test_run_breakdown_refuses_a_missing_run_and_a_foreign_peak_file_in_one_line(tmp_path, monkeypatch, capsys):
+    run_breakdown = _load("run_breakdown")
+    out = tmp_path / "out.json"
+    monkeypatch.setattr(sys, "argv", ["run_breakdown.py", "--read", str(tmp_path / "gone"), "--out", str(out)])
+    with pytest.raises(SystemExit, match="gone: no such run folder or result file"):
+        run_breakdown.main()
+    result = tmp_path / "result.json"
+    result.write_text('{"stages": {}, "stages_s": 0}')
+    not_a_peak = tmp_path / "peak.json"
+    not_a_peak.write_text('{"gflops": 1}')
+    monkeypatch.setattr(sys, "argv", ["run_breakdown.py", "--read", str(result), "--peak", str(not_a_peak),
+                                      "--out", str(out)])
+    with pytest.raises(SystemExit, match="peak.json: not a bench/peak.py result"):
+        run_breakdown.main()
+    assert not out.exists()
