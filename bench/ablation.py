@@ -63,6 +63,8 @@ ROWS = {
     "scale_crop": ("random rescale x0.5-2 and crop of every training image", {"augment.scale": [0.5, 2.0]}),
     "multiscale_views": ("pseudo-labels from views at 0.75, 1 and 1.25x", {"pseudo.scales": [0.75, 1.0, 1.25]}),
     "ema": ("the online mean teacher instead of offline rounds", {"self_training.mode": "ema"}),
+    "simgan": ("teacher and students on the SimGAN-refined source, conf/simgan.yaml (its style_refined row: "
+               "docs/RESULTS.md)", stated_keys(ROOT / "conf" / "simgan.yaml")),
     "student_rcs": ("students draw images with rare pseudo-label classes more often",
                     {"self_training.rare_class_sampling": True}),
     # with labeled target images (data.target.labeled > 0)

@@ -115,14 +115,15 @@ def test_compute_curve_table_gives_one_row_per_step_count_with_seed_spread():
     assert lines[3] == "| 2400 | 0 | 16.0 | 20.0 | 31.0 | 46.0 | 50.0 | 20.0 |"
 
 
-def test_ablation_paper_row_is_conf_paper_yaml():
+@pytest.mark.parametrize("name", ["paper", "simgan"])
+def test_ablation_rows_from_a_config_file_are_that_file(name):
     from udas_ray.config import diff, load_config
 
     conf = BENCH.parent / "conf"
-    what, overrides = ablation.ROWS["paper"]
-    assert "conf/paper.yaml" in what
+    what, overrides = ablation.ROWS[name]
+    assert f"conf/{name}.yaml" in what
     row = load_config(conf / "default.yaml").override(overrides)
-    assert diff(row, load_config(conf / "paper.yaml")) == {}
+    assert diff(row, load_config(conf / f"{name}.yaml")) == {}
 
 
 def test_run_breakdown_splits_each_stage_into_its_phases_and_what_ray_costs_around_them(tmp_path):

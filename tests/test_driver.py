@@ -23,6 +23,21 @@ def test_plan_reads_like_the_paper_table(tiny_cfg):
         "supervised", "teacher", "round_1"]
 
 
+def test_stop_after_ends_the_plan_at_that_stage_and_may_change_on_resume(tiny_cfg, tmp_path):
+    cfg = tiny_cfg.override({"run.baselines": True, "self_training.rounds": 2, "data.target.labeled": 0})
+    assert [s.name for s in plan(cfg.override({"run.stop_after": "teacher"}))] == [
+        "source_only", "source_randomized", "teacher"]
+    assert [s.name for s in plan(cfg.override({"run.stop_after": "oracle"}))] == [s.name for s in plan(cfg)]
+    with pytest.raises(UdasError, match=r"run.stop_after='style_refined' is not a stage of this run; its stages: "
+                                        r"source_only, source_randomized, teacher, pseudo_1"):
+        plan(cfg.override({"run.stop_after": "style_refined"}))
+    # a run stopped after its teacher goes on in the same run.dir without the key
+    stopped = cfg.override({"run.dir": str(tmp_path / "run"), "run.stop_after": "teacher"})
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / driver_mod.CONFIG_FILE).write_text(stopped.to_yaml())
+    check_run_dir(stopped.override({"run.stop_after": None}))
+
+
 def test_pipeline_writes_summary_manifest_and_nested_mlflow_runs(ray_session, tiny_cfg):
     # the fewest baselines: no randomized source-only row, no SL row
     cfg = tiny_cfg.override({"run.baselines": True, "augment.randomize.enabled": False,

@@ -38,6 +38,7 @@ def tiny_overrides(source, target, run_dir):
     ("pseudo.k=0", "pseudo.k"),
     ("data.source.root=/nonexistent/gta", "/nonexistent/gta"),
     ("data.target.labeled=100", "data.target.labeled=100"),
+    ("run.stop_after=oracle", "run.stop_after='oracle' is not a stage of this run; its stages: teacher, pseudo_1, round_1"),
 ])
 def test_bad_input_is_one_line_exit_2_and_nothing_written(tiny_data, tmp_path, override, expected):
     source, target = tiny_data

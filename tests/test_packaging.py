@@ -47,6 +47,9 @@ def test_shipped_configs_load_by_name_and_extend_each_other():
     assert load_config("default") == load_config(REPO / "conf" / "default.yaml")
     sweep = load_config("sweep.yaml")  # extends: default.yaml, found beside it
     assert sweep.data.image_size == load_config("default").data.image_size and sweep.tune.space
+    simgan = load_config("simgan")  # the refiner recipe of docs/RESULTS.md on top of the default
+    assert (simgan.style.method, simgan.style.noise_channels, simgan.style.n_layers) == ("simgan", 1, 1)
+    assert simgan.train == load_config("default").train
     names = ", ".join(sorted(p.stem for p in (REPO / "conf").glob("*.yaml")))  # every shipped config
     with pytest.raises(UdasError, match=rf"^nosuch: config file not found .*{names}\)"):
         load_config("nosuch")

@@ -30,6 +30,16 @@ def test_self_regularization_is_lambda_times_the_mean_absolute_difference():
     assert refiner.self_regularization_loss(original, original, 3.0).item() == 0.0
 
 
+def test_self_regularization_on_gradients_lets_a_region_change_colour_but_not_its_edges():
+    original = torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0]]).reshape(1, 1, 2, 3)  # an edge between columns 1, 2
+    shifted = original - 0.5  # the whole image a shade darker
+    assert refiner.self_regularization_loss(shifted, original, 3.0, "gradients").item() == 0.0
+    assert refiner.self_regularization_loss(shifted, original, 3.0, "pixels").item() == pytest.approx(1.5)
+    moved = torch.tensor([[0.0, 1.0, 1.0], [0.0, 1.0, 1.0]]).reshape(1, 1, 2, 3)  # the edge one column left
+    # horizontal differences (0, 1) -> (1, 0) per row: mean |d| = 1; vertical ones unchanged: 0; mean of the two, x3
+    assert refiner.self_regularization_loss(moved, original, 3.0, "gradients").item() == pytest.approx(1.5)
+
+
 def test_local_adversarial_loss_averages_the_logistic_loss_over_patches():
     logits = torch.tensor([0.0, 0.0, math.log(3), -math.log(3)]).reshape(1, 1, 2, 2)  # D = 1/2, 1/2, 3/4, 1/4
     real = (2 * math.log(2) + math.log(4 / 3) + math.log(4)) / 4  # -log D per patch
@@ -81,6 +91,33 @@ def test_the_refiner_keeps_the_size_starts_as_the_identity_and_stays_local():
     assert torch.equal(R(poked)[1], y[1])
 
 
+def test_a_refiner_with_noise_starts_as_the_identity_then_draws_fresh_noise_and_stays_local():
+    R = refiner.build_refiner(ngf=4, n_blocks=2, noise=2)
+    x = torch.rand(2, 3, 36, 52) * 2 - 1
+    assert torch.equal(R(x), x)
+    torch.nn.init.normal_(R.out.weight, std=0.5)
+    torch.manual_seed(1)
+    y = R(x)
+    assert y.shape == x.shape and not torch.equal(R(x), y)  # a new draw at every call
+    torch.manual_seed(1)
+    assert torch.equal(R(x), y)  # ... from torch's generator: seeded, the same image
+    # the noise is per pixel and the layers local: a changed input pixel still reaches 5 pixels at most
+    poked = x.clone()
+    poked[0, :, 18, 26] = -poked[0, :, 18, 26]
+    torch.manual_seed(1)
+    changed = (R(poked) - y).abs().sum(1)[0].nonzero()
+    assert len(changed) and (changed - torch.tensor([18, 26])).abs().max() <= 5
+
+
+def test_a_refiner_file_from_before_the_noise_input_still_loads(tmp_path):
+    R = refiner.build_refiner(ngf=4, n_blocks=1)
+    path = tmp_path / "generator.pt"
+    torch.save({"format": style.REFINER_FORMAT, "arch": {"ngf": 4, "n_blocks": 1}, "image_size": [32, 64],
+                "state_dict": R.state_dict(), "step": 1, "params": {}}, path)
+    loaded, _ = style.load_generator(path)
+    assert loaded.noise == 0 and loaded.stem[1].in_channels == 3
+
+
 def test_a_huge_lambda_keeps_the_refined_image_at_its_input():
     cfg = load_config(None, [f"{k}={v}" for k, v in TINY.items()] + ["style.lambda_reg=1000", "style.lr=0.001"])
     gan = style.SimGAN(cfg.style, seed=0)
@@ -98,7 +135,7 @@ def test_a_huge_lambda_keeps_the_refined_image_at_its_input():
 def test_a_tiny_simgan_stage_runs_through_the_loop_and_writes_its_refiner_and_grid(tiny_cfg, tiny_data, tmp_path):
     source_root, target_root = tiny_data
     source, target = readers.read_gta5(source_root), readers.read_cityscapes(target_root, "train")
-    cfg = tiny_cfg.override({**TINY, "train.peak_gflops": 1.0})  # no peak measurement
+    cfg = tiny_cfg.override({**TINY, "style.noise_channels": 1, "train.peak_gflops": 1.0})  # no peak measurement
     out = tmp_path / "style"
     metrics = style.run_plain(cfg, style.build_spec(source, target, out), checkpoint_dir=tmp_path / "ckpt")
     assert metrics["step"] == 4
@@ -108,7 +145,7 @@ def test_a_tiny_simgan_stage_runs_through_the_loop_and_writes_its_refiner_and_gr
 
     R, blob = style.load_generator(out / style.GENERATOR_FILE)
     assert isinstance(R, refiner.Refiner) and blob["format"] == style.REFINER_FORMAT
-    assert blob["arch"] == {"ngf": 4, "n_blocks": 2}
+    assert blob["arch"] == {"ngf": 4, "n_blocks": 2, "noise": 1} and R.stem[1].in_channels == 4
     restyled = translate.restyle(R, [np.zeros((34, 50, 3), np.uint8)], None)  # any size, none lost
     assert restyled[0].shape == (34, 50, 3)
 

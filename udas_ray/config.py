@@ -341,6 +341,13 @@ class Style(Section):
     # simgan: weight of the L1 self-regularisation (per-pixel mean, images in [-1, 1]); why 1:
     # udas_ray/models/refiner.py
     lambda_reg: float = Field(1.0, ge=0)
+    # simgan: what the self-regularisation compares: pixels (the paper's identity map) or image
+    # gradients (edges stay, whole regions may change colour; nothing holds the brightness, and
+    # with n_layers=1 the refiner collapsed to black: docs/RESULTS.md)
+    reg_on: Literal["pixels", "gradients"] = "pixels"
+    # simgan: channels of Gaussian noise the refiner gets beside the image, so that it can draw
+    # the target's sensor noise and texture; 0 = the paper's deterministic refiner
+    noise_channels: int = Field(0, ge=0)
     ngf: int = Field(16, ge=1)  # the CycleGAN paper's setting: 64; SimGAN's refiner: 64
     n_blocks: int = Field(4, ge=0)  # the CycleGAN paper's setting: 9; SimGAN's refiner: 4
     ndf: int = Field(16, ge=1)  # the paper's setting: 64
@@ -377,6 +384,9 @@ class Run(Section):
     # images it is one of the baselines, so run.baselines=true trains it too
     supervised: bool = False
     fresh: bool = False  # start over in a run.dir written by a different config
+    # end the run after this stage (a name of the stage list, e.g. teacher or style_refined); null
+    # = every stage. Run again without it (same run.dir) to go on from there
+    stop_after: Optional[str] = None
 
     @field_validator("seeds")
     @classmethod

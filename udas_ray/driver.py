@@ -37,7 +37,7 @@ log = logging.getLogger("udas_ray")
 MANIFEST_FILE = "manifest.json"
 CONFIG_FILE = "config.yaml"
 # Keys that may change between a run and its resumption: how, not what, is computed.
-RESUMABLE_KEYS = ("run.fresh", "scaling", "data.verify", "train.peak_gflops", "train.channels_last",
+RESUMABLE_KEYS = ("run.fresh", "run.stop_after", "scaling", "data.verify", "train.peak_gflops", "train.channels_last",
                   "pseudo.actors", "pseudo.cpus_per_actor", "pseudo.batch_size", "style.actors",
                   "style.cpus_per_actor", "style.translate_batch_size", "tune", "data_dependency")
 
@@ -74,7 +74,17 @@ def plan(cfg: Config) -> list[StagePlan]:
         stages.append(StagePlan("ema", "ema", True))
     if cfg.run.baselines:
         stages.append(StagePlan("oracle", "oracle", True))
-    return stages
+    return until(stages, cfg.run.stop_after)
+
+
+def until(stages: list[StagePlan], last: str | None) -> list[StagePlan]:
+    """The stages up to and including ``last`` (``run.stop_after``); all of them for None."""
+    if last is None:
+        return stages
+    names = [s.name for s in stages]
+    if last not in names:
+        raise UdasError(f"run.stop_after={last!r} is not a stage of this run; its stages: {', '.join(names)}")
+    return stages[: names.index(last) + 1]
 
 
 # ------------------------------------------------------------------------- run folder

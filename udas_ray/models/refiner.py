@@ -11,7 +11,8 @@ each pixel stays where it was, so the source labels remain valid.
   self-regularisation term starts at 0, and training only has to learn the change of appearance
   (a refiner that had to rebuild the whole image first would spend its first steps, and its
   first sample grids, on blurry copies whose labels do not hold).
-* :func:`self_regularization_loss`: lambda times the per-pixel mean L1 between refined and input.
+* :func:`self_regularization_loss`: lambda times the per-pixel mean L1 between refined and input
+  (or between their image gradients, ``style.reg_on: gradients``).
 * :func:`local_adversarial_loss`: logistic loss of a fully convolutional discriminator's
   per-patch logits (:func:`udas_ray.models.cyclegan.build_patch_discriminator`), averaged over
   the patches, so every local patch must look real on its own.
@@ -28,6 +29,10 @@ The paper states neither the self-regularisation weight nor the buffer size; the
   output of the last ~50-100 steps, old enough to remind the discriminator of artefacts the
   refiner has since dropped, recent enough that history does not make its task trivially easy.
 
+Two departures from the paper, both off by default: ``style.noise_channels`` (a noise input, see
+:class:`Refiner`) and ``style.reg_on: gradients`` (the self-regularisation on image gradients, one
+of the feature maps the paper names). What they did on the embedded benchmark: docs/RESULTS.md.
+
 Images are float tensors in [-1, 1], (N, 3, H, W), as in :mod:`udas_ray.models.cyclegan`.
 """
 
@@ -43,30 +48,56 @@ __all__ = ["HistoryBuffer", "Refiner", "build_refiner", "local_adversarial_loss"
 
 
 class Refiner(nn.Module):
-    def __init__(self, ngf: int = 64, n_blocks: int = 4):
+    """``noise`` > 0: that many channels of N(0, 1) noise, drawn afresh at every call, enter the
+    first convolution beside the image (``style.noise_channels``). The paper's refiner is a
+    deterministic map of its input; a target whose look includes sensor noise and random texture
+    is then out of its reach, and the adversarial term pushes it to blur instead (measured, see
+    docs/RESULTS.md). With noise it can draw them; the self-regularisation still holds every pixel
+    near its input."""
+
+    def __init__(self, ngf: int = 64, n_blocks: int = 4, noise: int = 0):
         super().__init__()
-        self.stem = nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(3, ngf, 3), nn.ReLU(True))
+        self.stem = nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(3 + noise, ngf, 3), nn.ReLU(True))
         self.blocks = nn.Sequential(*[ResnetBlock(ngf, norm=False) for _ in range(n_blocks)])
         self.out = nn.Conv2d(ngf, 3, 1)
-        self.arch = {"ngf": ngf, "n_blocks": n_blocks}
+        self.noise = noise
+        self.arch = {"ngf": ngf, "n_blocks": n_blocks, "noise": noise}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x + self.out(self.blocks(self.stem(x)))).clamp(-1.0, 1.0)
+        h = x
+        if self.noise:
+            n, _, height, width = x.shape
+            h = torch.cat([x, torch.randn(n, self.noise, height, width, dtype=x.dtype, device=x.device)], 1)
+        return (x + self.out(self.blocks(self.stem(h)))).clamp(-1.0, 1.0)
 
 
-def build_refiner(ngf: int = 64, n_blocks: int = 4) -> Refiner:
+def build_refiner(ngf: int = 64, n_blocks: int = 4, noise: int = 0) -> Refiner:
     """PyTorch's default initialisation (without normalisation, the CycleGAN's N(0, 0.02) would
     shrink the features block by block), and a zero last convolution: the identity at start."""
-    refiner = Refiner(ngf, n_blocks)
+    refiner = Refiner(ngf, n_blocks, noise)
     nn.init.zeros_(refiner.out.weight)
     nn.init.zeros_(refiner.out.bias)
     return refiner
 
 
 # ---------------------------------------------------------------------------- losses
-def self_regularization_loss(refined: torch.Tensor, original: torch.Tensor, weight: float) -> torch.Tensor:
-    """``weight`` x mean |refined - original| over pixels and channels (a mean, not the paper's
-    sum, so the same weight holds at any image size)."""
+def image_gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(horizontal, vertical) differences of neighbouring pixels, per channel."""
+    return x[..., :, 1:] - x[..., :, :-1], x[..., 1:, :] - x[..., :-1, :]
+
+
+def self_regularization_loss(refined: torch.Tensor, original: torch.Tensor, weight: float,
+                             space: str = "pixels") -> torch.Tensor:
+    """``weight`` x mean |psi(refined) - psi(original)| (a mean, not the paper's sum, so the same
+    weight holds at any image size), with the paper's feature map psi (``style.reg_on``):
+
+    * ``pixels``: the identity, the paper's own choice: every pixel stays near its input;
+    * ``gradients``: the differences to the right and lower neighbours (the paper names image
+      derivatives as another choice), the mean of the two terms: edges, where labels change,
+      must stay where and as strong as they were, while a region may change its colour as a
+      whole, which the identity charges for at every pixel of it."""
+    if space == "gradients":
+        return weight * sum(F.l1_loss(r, o) for r, o in zip(image_gradients(refined), image_gradients(original))) / 2
     return weight * F.l1_loss(refined, original)
 
 

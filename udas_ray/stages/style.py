@@ -249,7 +249,7 @@ class SimGAN(StyleModel):
 
     def __init__(self, style, seed: int):
         super().__init__(style, seed)
-        self.R = build_refiner(style.ngf, style.n_blocks)
+        self.R = build_refiner(style.ngf, style.n_blocks, style.noise_channels)
         self.D = build_patch_discriminator(style.ndf, style.n_layers)
         self.opt_r, self.opt_d = self.adam(self.R), self.adam(self.D)
         self.history = HistoryBuffer(style.pool_size, seed)
@@ -263,7 +263,7 @@ class SimGAN(StyleModel):
         set_requires_grad(D, False)
         refined = R(real_s)
         loss_adv = local_adversarial_loss(D(refined), True)
-        loss_reg = self_regularization_loss(refined, real_s, self.style.lambda_reg)
+        loss_reg = self_regularization_loss(refined, real_s, self.style.lambda_reg, self.style.reg_on)
         self.opt_r.zero_grad(set_to_none=True)
         (loss_adv + loss_reg).backward()
         session.average_gradients(R)
@@ -410,7 +410,7 @@ class StyleTask:
 
 def save_generator(path: str | Path, G: torch.nn.Module, cfg: Config, step: int) -> Path:
     st = cfg.style
-    return atomic_save({"format": METHODS[st.method].format, "arch": {"ngf": st.ngf, "n_blocks": st.n_blocks},
+    return atomic_save({"format": METHODS[st.method].format, "arch": G.arch,
                         "image_size": list(st.image_size), "state_dict": G.state_dict(), "step": step,
                         "params": st.model_dump(mode="json")}, path)
 
