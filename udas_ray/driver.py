@@ -37,9 +37,9 @@ log = logging.getLogger("udas_ray")
 MANIFEST_FILE = "manifest.json"
 CONFIG_FILE = "config.yaml"
 # Keys that may change between a run and its resumption: how, not what, is computed.
-RESUMABLE_KEYS = ("run.fresh", "run.stop_after", "scaling", "data.verify", "train.peak_gflops", "train.channels_last",
-                  "pseudo.actors", "pseudo.cpus_per_actor", "pseudo.batch_size", "style.actors",
-                  "style.cpus_per_actor", "style.translate_batch_size", "tune", "data_dependency")
+RESUMABLE_KEYS = ("run.fresh", "run.stop_after", "scaling", "data.verify", "train.peak_gflops",
+                  "train.channels_last", "pseudo.actors", "pseudo.cpus_per_actor", "pseudo.batch_size",
+                  "style.actors", "style.cpus_per_actor", "style.translate_batch_size", "tune", "data_dependency")
 
 
 @dataclass(frozen=True)
