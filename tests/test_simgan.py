@@ -131,6 +131,35 @@ def test_a_huge_lambda_keeps_the_refined_image_at_its_input():
     assert len(gan.history) == 3  # full: pool_size 3
 
 
+def test_a_refiner_pushed_past_the_bound_is_pulled_back_by_the_self_regularisation():
+    cfg = load_config(None, [f"{k}={v}" for k, v in TINY.items()] + ["style.lambda_reg=1000"])
+    gan = style.SimGAN(cfg.style, seed=0)
+    torch.nn.init.constant_(gan.R.out.bias, 3.0)  # every pixel of every channel saturated at +1
+    s, t = torch.rand(2, 3, 16, 16) - 0.5, torch.rand(2, 3, 16, 16) * 2 - 1
+    assert torch.equal(gan.R(s), torch.ones_like(s))  # the clamp passes no gradient here
+    gan.train_step(s, t, PlainSession("/nonexistent"))
+    assert (gan.R.out.bias < 3.0).all()  # the L1 term reached the refiner through the unclamped output
+
+
+def test_the_restyling_draws_a_noisy_refiners_noise_from_the_run_seed_and_the_batch(tmp_path):
+    R = refiner.build_refiner(ngf=4, n_blocks=1, noise=1)
+    torch.nn.init.normal_(R.out.weight, std=0.5)
+    path = tmp_path / "generator.pt"
+    torch.save({"format": style.REFINER_FORMAT, "arch": R.arch, "image_size": [16, 16],
+                "state_dict": R.state_dict(), "step": 1, "params": {}}, path)
+    image = tmp_path / "a.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(image)
+    batch = {"image": [str(image)], "label": [""], "name": ["a.png"]}
+
+    def restyled(seed: int) -> np.ndarray:
+        out = tmp_path / f"seed{seed}"
+        (out / "images").mkdir(parents=True, exist_ok=True)
+        translate.Translator(str(path), str(out), seed=seed)(batch)
+        return np.asarray(Image.open(out / "images" / "a.png"))
+
+    assert np.array_equal(restyled(0), restyled(0)) and not np.array_equal(restyled(0), restyled(1))
+
+
 # ----------------------------------------------------------------------------- the stage
 def test_a_tiny_simgan_stage_runs_through_the_loop_and_writes_its_refiner_and_grid(tiny_cfg, tiny_data, tmp_path):
     source_root, target_root = tiny_data

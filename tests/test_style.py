@@ -94,6 +94,16 @@ def test_restyle_returns_each_image_at_its_own_resolution(size):
     assert [o.shape for o in out] == [(34, 50, 3), (40, 64, 3)] and all(o.dtype == np.uint8 for o in out)
 
 
+def test_the_teacher_trains_on_the_restyled_source_or_on_both_sets(tiny_data):
+    source = readers.read_gta5(tiny_data[0])
+    restyled = readers.Split("gta5", "/restyled", "train", tuple(readers.Sample(f"/restyled/{s.name}", s.label, s.name)
+                                                                  for s in source.samples))
+    assert translate.teacher_source(source, restyled, "restyled") is restyled
+    both = translate.teacher_source(source, restyled, "both")
+    assert [s.image for s in both.samples] == [s.image for s in source.samples + restyled.samples]
+    assert both.label_kind == restyled.label_kind and len(both) == 2 * len(source)
+
+
 def test_config_rejects_sizes_the_generator_cannot_keep(tiny_cfg):
     with pytest.raises(UdasError, match="style.image_size: both sides must be at least 32 and divisible by 4"):
         tiny_cfg.override({"style.image_size": [30, 64]})

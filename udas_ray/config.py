@@ -348,6 +348,10 @@ class Style(Section):
     # simgan: channels of Gaussian noise the refiner gets beside the image, so that it can draw
     # the target's sensor noise and texture; 0 = the paper's deterministic refiner
     noise_channels: int = Field(0, ge=0)
+    # the source the teacher trains on: restyled, the restyled images alone; both, the restyled
+    # images and the originals, each set drawn as often (the style row always trains on restyled;
+    # measured with the SimGAN refiner: docs/RESULTS.md)
+    train_on: Literal["restyled", "both"] = "restyled"
     ngf: int = Field(16, ge=1)  # the CycleGAN paper's setting: 64; SimGAN's refiner: 64
     n_blocks: int = Field(4, ge=0)  # the CycleGAN paper's setting: 9; SimGAN's refiner: 4
     ndf: int = Field(16, ge=1)  # the paper's setting: 64

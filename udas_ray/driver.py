@@ -338,7 +338,10 @@ class Pipeline:
             steps = cfg.self_training.steps
         splits = self.splits
         if stage.restyled:
-            splits = replace(splits, source=translate.read_translated(self.run_dir / "style" / "source"))
+            restyled = translate.read_translated(self.run_dir / "style" / "source")
+            if stage.kind == "teacher":  # the style row trains on the restyled source alone
+                restyled = translate.teacher_source(splits.source, restyled, cfg.style.train_on)
+            splits = replace(splits, source=restyled)
         spec = kinds.build_spec(cfg, splits, stage.kind, stage.name, out_dir,
                                 pseudo=pseudo_labels, init=init, steps=steps)
         spec = replace(spec, tracking_uri=self.uri, mlflow_run_id=run_id)

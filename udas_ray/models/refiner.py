@@ -12,7 +12,8 @@ each pixel stays where it was, so the source labels remain valid.
   (a refiner that had to rebuild the whole image first would spend its first steps, and its
   first sample grids, on blurry copies whose labels do not hold).
 * :func:`self_regularization_loss`: lambda times the per-pixel mean L1 between refined and input
-  (or between their image gradients, ``style.reg_on: gradients``).
+  (or between their image gradients, ``style.reg_on: gradients``), taken on the refiner's output
+  before its clamp (:meth:`Refiner.unbounded`).
 * :func:`local_adversarial_loss`: logistic loss of a fully convolutional discriminator's
   per-patch logits (:func:`udas_ray.models.cyclegan.build_patch_discriminator`), averaged over
   the patches, so every local patch must look real on its own.
@@ -64,11 +65,19 @@ class Refiner(nn.Module):
         self.arch = {"ngf": ngf, "n_blocks": n_blocks, "noise": noise}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.unbounded(x).clamp(-1.0, 1.0)
+
+    def unbounded(self, x: torch.Tensor) -> torch.Tensor:
+        """``input + r(input)`` before the clamp to [-1, 1]. Training charges the
+        self-regularisation on this: a pixel pushed past the bound passes no gradient through the
+        clamp, not even from the L1 term, and a refiner can then lock into a flat saturated image
+        for good (measured: one seed in three, docs/RESULTS.md); on the unbounded output the L1
+        term keeps pulling such a pixel back towards its input."""
         h = x
         if self.noise:
             n, _, height, width = x.shape
             h = torch.cat([x, torch.randn(n, self.noise, height, width, dtype=x.dtype, device=x.device)], 1)
-        return (x + self.out(self.blocks(self.stem(h)))).clamp(-1.0, 1.0)
+        return x + self.out(self.blocks(self.stem(h)))
 
 
 def build_refiner(ngf: int = 64, n_blocks: int = 4, noise: int = 0) -> Refiner:

@@ -239,10 +239,11 @@ class SimGAN(StyleModel):
     """SimGAN (Shrivastava et al., 2017): a refiner R (:mod:`udas_ray.models.refiner`) and a local
     discriminator D, no mapping back to the source::
 
-        L_R = bce(D(R(s)), real) + lambda_reg * |R(s) - s|
+        L_R = bce(D(R(s)), real) + lambda_reg * |U(s) - s|
         L_D = 1/2 [bce(D(t), real) + bce(D(R(s) and as many earlier refined images), refined)]
 
-    with bce the logistic loss averaged over D's patches. R is trained from its first step (it
+    with U(s) the refiner's output before its clamp (R(s) = clamp(U(s), -1, 1)) and bce the
+    logistic loss averaged over D's patches. R is trained from its first step (it
     starts as the identity, so it needs no warm-up on the self-regularisation alone)."""
 
     row, format = "style_refined", REFINER_FORMAT
@@ -261,9 +262,10 @@ class SimGAN(StyleModel):
     def train_step(self, real_s: torch.Tensor, real_t: torch.Tensor, session: Session) -> dict:
         R, D = self.R, self.D
         set_requires_grad(D, False)
-        refined = R(real_s)
+        unbounded = R.unbounded(real_s)
+        refined = unbounded.clamp(-1.0, 1.0)
         loss_adv = local_adversarial_loss(D(refined), True)
-        loss_reg = self_regularization_loss(refined, real_s, self.style.lambda_reg, self.style.reg_on)
+        loss_reg = self_regularization_loss(unbounded, real_s, self.style.lambda_reg, self.style.reg_on)
         self.opt_r.zero_grad(set_to_none=True)
         (loss_adv + loss_reg).backward()
         session.average_gradients(R)

@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import shutil
-import zlib
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import torch
 
 from udas_ray.config import Config
 from udas_ray.data import images
+from udas_ray.data.batches import stage_seed
 from udas_ray.data.readers import Sample, Split, read_gta5
 from udas_ray.errors import UdasError
 from udas_ray.fingerprint import generator_record
@@ -55,17 +55,20 @@ def restyle(G: torch.nn.Module, batch: list[np.ndarray], size: tuple[int, int] |
 class Translator:
     """Ray Data callable class: G loaded once per actor; restyled images and copied labels out."""
 
-    def __init__(self, generator_path: str, staging: str, translate_at: str = "train_size", threads: int = 1):
+    def __init__(self, generator_path: str, staging: str, translate_at: str = "train_size", threads: int = 1,
+                 seed: int = 0):
         torch.set_num_threads(max(1, threads))
         self.G, blob = load_generator(generator_path)
         self.size = tuple(blob["image_size"]) if translate_at == "train_size" else None
         self.staging = Path(staging)
+        self.seed = seed
+        self.noisy = bool(getattr(self.G, "noise", 0))
 
     def __call__(self, batch: dict) -> dict:
         originals = [images.read_image(p) for p in batch["image"]]
-        # a refiner with a noise input draws it from torch's generator: seeded by the batch's names,
-        # so the restyled source is the same on every run, whichever actor gets the batch
-        torch.manual_seed(zlib.crc32("\n".join(map(str, batch["name"])).encode()))
+        if self.noisy:  # a refiner with a noise input draws it from torch's generator: seeded by run.seed and
+            # the batch's names, so a run's restyled source is the same whichever actor gets the batch
+            torch.manual_seed(stage_seed(self.seed, "restyle", *map(str, batch["name"])))
         for out, label, name in zip(restyle(self.G, originals, self.size), batch["label"], batch["name"]):
             images.write_png(self.staging / "images" / str(name), out)
             if label:
@@ -89,6 +92,14 @@ def read_translated(final_root: str | Path) -> Split | None:
         raise UdasError(f"{final_root}: holds {len(split)} restyled images but {info['images']} were published; "
                         "delete the folder and run the style stage again")
     return replace(split, label_kind=info["label_kind"])
+
+
+def teacher_source(original: Split, restyled: Split, train_on: str) -> Split:
+    """The source the teacher trains on (``style.train_on``): the restyled set, or with ``both``
+    the restyled images and the originals in one set, so that each is drawn as often."""
+    if train_on == "both":
+        return replace(restyled, samples=original.samples + restyled.samples)
+    return restyled
 
 
 def translate_source(generator_path: str | Path, source: Split, final_root: str | Path, cfg: Config) -> Split:
@@ -121,7 +132,8 @@ def translate_source(generator_path: str | Path, source: Split, final_root: str 
     out = ds.map_batches(
         Translator,
         fn_constructor_kwargs={"generator_path": str(generator_path), "staging": str(staging),
-                               "translate_at": st.translate_at, "threads": max(1, int(st.cpus_per_actor))},
+                               "translate_at": st.translate_at, "threads": max(1, int(st.cpus_per_actor)),
+                               "seed": cfg.run.seed},
         batch_size=bs,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=st.actors),
