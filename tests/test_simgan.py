@@ -144,11 +144,10 @@ def test_a_refiner_pushed_past_the_bound_is_pulled_back_by_the_self_regularisati
 def test_the_restyling_draws_a_noisy_refiners_noise_from_the_run_seed_and_the_batch(tmp_path):
     R = refiner.build_refiner(ngf=4, n_blocks=1, noise=1)
     torch.nn.init.normal_(R.out.weight, std=0.5)
-    path = tmp_path / "generator.pt"
-    torch.save({"format": style.REFINER_FORMAT, "arch": R.arch, "image_size": [16, 16],
-                "state_dict": R.state_dict(), "step": 1, "params": {}}, path)
+    cfg = load_config(None, [f"{k}={v}" for k, v in TINY.items()] + ["style.noise_channels=1"])
+    path = style.save_generator(tmp_path / "generator.pt", R, cfg, step=1)
     image = tmp_path / "a.png"
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(image)
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 64, 3), dtype=np.uint8)).save(image)
     batch = {"image": [str(image)], "label": [""], "name": ["a.png"]}
 
     def restyled(seed: int) -> np.ndarray:
