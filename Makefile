@@ -6,6 +6,9 @@ PY     := $(VENV)/bin/python
 RUN    ?= runs/default
 ARGS   ?=
 PYTEST ?=
+# test files run this many at a time (pytest-xdist; 0: one after the other, in this process). The
+# Ray-bound tests leave a core idle about half the time, so two at a time on two cores.
+TEST_WORKERS ?= 2
 
 .PHONY: setup browser run test ui bench clean
 
@@ -29,7 +32,7 @@ browser:
 		|| echo "chromium could not be installed: the MLflow UI test will be skipped"
 
 test: setup browser
-	$(PY) -m pytest -q $(PYTEST)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST)
 
 # Prints the address of the run's runs table (training view, stage runs as rows) once the server is up.
 ui: setup

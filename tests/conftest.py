@@ -13,6 +13,11 @@ REPO = str(Path(__file__).resolve().parent.parent)
 os.environ["PYTHONPATH"] = os.pathsep.join([REPO, *filter(None, [os.environ.get("PYTHONPATH")])])
 
 os.environ.setdefault("RAY_TRAIN_ENABLE_V2_DASHBOARD_INTEGRATION", "0")
+# `make test` runs two test files at a time on two cores: an OpenMP thread that spins while it
+# waits (libgomp's default) then takes the core the other file's work needs, and a 2-thread
+# training step beside another one ran ~10x slower. Waiting threads sleep instead (the tests'
+# own processes, their jobs and the Ray workers these start, which inherit the environment).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 

@@ -1,6 +1,7 @@
 """The entry points as a user runs them: one-line errors before any Ray work, predictions in
 the Cityscapes results format, and ``ray job submit`` against a head node of our own."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -147,9 +148,31 @@ def test_ray_job_submit_runs_the_pipeline_on_a_head_node(tiny_data, tmp_path):
         summary = json.loads((run_dir / "summary.json").read_text())
         assert [s["name"] for s in summary["stages"]] == ["teacher", "round_1"]
     finally:
-        os.killpg(head.pid, 15)  # our own head node only, by its process group
-        head.wait(timeout=60)
+        stop_head(head, port)
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def stop_head(head: subprocess.Popen, port: int) -> None:
+    """Our own head node and every process it started, by their ids. `ray start` stops them
+    gracefully on SIGTERM, but once a job has run one of them holds out for a 30 s timeout, so
+    after a short grace what is left gets SIGKILL; the cluster address the head leaves in
+    /tmp/ray is forgotten, or a later bare ray.init() would look for this dead head."""
+    import psutil
+    from ray._common.utils import reset_ray_address
+    from ray._private.utils import read_ray_address
+
+    started = psutil.Process(head.pid).children(recursive=True)  # the workers too: not in its process group
+    head.terminate()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        head.wait(timeout=5)
+    for proc in [psutil.Process(head.pid) if head.poll() is None else None, *started]:
+        with contextlib.suppress(psutil.NoSuchProcess, AttributeError):
+            proc.kill()
+    head.wait()
+    _, alive = psutil.wait_procs(started, timeout=30)
+    assert alive == [], f"processes of the head node still running: {alive}"
+    if (read_ray_address() or "").endswith(f":{port}"):
+        reset_ray_address()
 
 
 def test_data_dependency_job_on_a_tiny_set(tiny_data, tmp_path):

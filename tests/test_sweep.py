@@ -62,28 +62,35 @@ def test_bad_space_exits_2_before_any_trial(tmp_path):
     assert not (tmp_path / "s").exists()
 
 
-def test_an_asha_sweep_frees_stopped_trials_cpus_writes_best_yaml_and_mlflow_runs_and_resumes(tiny_data, tmp_path):
+def test_an_asha_sweep_stops_weak_trials_frees_their_cpus_writes_best_yaml_and_mlflow_runs_and_resumes(
+        tiny_data, tmp_path):
     # Each stage asks for all 2 CPUs of this Ray. When ASHA stops a trial, Ray Train frees its
     # workers' placement group only once the State API (the dashboard) confirms the trial is
-    # gone; without it the next trial waited forever.
+    # gone; without it the next trial waited forever. The grid runs in order: a learning rate
+    # that learns, then two that barely move the model: ASHA stops them at their first
+    # evaluation, below the first trial's, and the last one starts only on the CPUs the second freed.
     source, target = tiny_data
     run_dir = tmp_path / "asha"
     args = [sys.executable, "jobs/sweep.py", "data.source.format=gta5", f"data.source.root={source}",
             "data.target.format=cityscapes", f"data.target.root={target}", "data.target.labeled=2",
-            "data.image_size=[32,64]", "train.steps=12", "train.batch_size=2", "train.eval_every=2",
-            "train.checkpoint_every=12", "scaling.num_workers=1", "scaling.cpus_per_worker=1.5",
-            "scaling.data_cpus=0.49", "pseudo.actors=1", "pseudo.cpus_per_actor=0.99", "scaling.ray_num_cpus=2",
-            f"run.dir={run_dir}", "tune.num_samples=3", "tune.scheduler=asha",
+            "data.image_size=[32,64]", "train.steps=12", "train.batch_size=2", "train.eval_every=4",
+            "train.checkpoint_every=12", "train.peak_gflops=100", "scaling.num_workers=1",
+            "scaling.cpus_per_worker=1.5", "scaling.data_cpus=0.49", "pseudo.actors=1", "pseudo.cpus_per_actor=0.99",
+            "scaling.ray_num_cpus=2", f"run.dir={run_dir}", "tune.num_samples=1", "tune.scheduler=asha",
             "self_training.rounds=0",  # a trial is its teacher: where ASHA stops trials
-            "tune.space={loss.lambda_adv: {loguniform: [1.0e-4, 1.0e-2]}, pseudo.threshold: {choice: [0.0, 0.5]}}"]
+            "tune.space={train.lr: {grid: [1.0e-2, 1.0e-7, 2.0e-7]}, loss.lambda_adv: {loguniform: [1.0e-4, 1.0e-2]}}"]
     proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "RAY_ADDRESS": "local"})
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     trials = json.loads((run_dir / "sweep.json").read_text())["trials"]
     assert len(trials) == 3 and not any(t["error"] for t in trials)
+    by_lr = {t["train.lr"]: t for t in trials}
+    assert by_lr[1e-2]["finished"]
+    assert not by_lr[1e-7]["finished"] and not by_lr[2e-7]["finished"], trials  # stopped early
+    assert "stopped early" in proc.stdout
 
     best = yaml.safe_load((run_dir / "best.yaml").read_text())
-    assert 1e-4 <= best["loss"]["lambda_adv"] <= 1e-2 and best["pseudo"]["threshold"] in (0.0, 0.5)
+    assert best["train"]["lr"] == 1e-2 and 1e-4 <= best["loss"]["lambda_adv"] <= 1e-2
     load_config(run_dir / "best.yaml")  # ready to pass to jobs/self_train.py --config
 
     from mlflow.tracking import MlflowClient
@@ -93,9 +100,11 @@ def test_an_asha_sweep_frees_stopped_trials_cpus_writes_best_yaml_and_mlflow_run
     runs = [r for r in client.search_runs([exp.experiment_id]) if r.info.run_name.startswith("trial ")]
     assert len(runs) == 3
     # swept values as params, mIoU as metrics: what the compare view plots (a trial ASHA stopped
-    # early has the mIoU of the stages it finished)
-    assert all("loss.lambda_adv" in run.data.params for run in runs)
-    assert any("miou_teacher" in run.data.metrics for run in runs)  # the first trial always runs to the end
+    # has the evaluations it made, and its run is closed as KILLED, not left RUNNING)
+    assert all("loss.lambda_adv" in run.data.params and "train.lr" in run.data.params for run in runs)
+    status = {run.data.params["train.lr"]: run.info.status for run in runs}
+    assert sorted(status.values()) == ["FINISHED", "KILLED", "KILLED"], status
+    assert any("miou_teacher" in run.data.metrics for run in runs)
 
     again = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600,
                            env={**os.environ, "RAY_ADDRESS": "local"})
