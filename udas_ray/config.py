@@ -156,8 +156,8 @@ class Train(Section):
     adabn: Literal["auto", True, False] = "auto"
     # Arithmetic of the segmentation stages' forward passes and losses (training, evaluation,
     # pseudo-labels): fp32, or autocast to bf16 or fp16 (fp16 with a gradient scaler); CPU or GPU.
-    # bf16 on a CPU with native bf16 (an AMD EPYC with AVX-512 bf16): make run 664 s vs 891 s,
-    # seed 0 within 0.5 mIoU of fp32 in every stage (README, Benchmarks); one seed, so fp32 stays.
+    # bf16 on a CPU with native bf16 (an AMD EPYC with AVX-512 bf16): make run 664 s vs 891 s;
+    # over three seeds round_2 -0.4 +- 0.8 mIoU against fp32 (lower in two of three), so fp32 stays.
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     # Channels-last (NHWC) memory for the segmentation stages' convolution weights, image batches
     # and activations (training, evaluation, pseudo-labels); false = PyTorch's default NCHW.
