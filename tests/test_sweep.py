@@ -99,8 +99,8 @@ def test_an_asha_sweep_stops_weak_trials_frees_their_cpus_writes_best_yaml_and_m
     exp = client.get_experiment_by_name("udas-ray-sweep")
     runs = [r for r in client.search_runs([exp.experiment_id]) if r.info.run_name.startswith("trial ")]
     assert len(runs) == 3
-    # swept values as params, mIoU as metrics: what the compare view plots (a trial ASHA stopped
-    # has the evaluations it made, and its run is closed as KILLED, not left RUNNING)
+    # swept values as params, mIoU as metrics: what the compare view plots; a trial ASHA stopped
+    # is closed as KILLED, not left RUNNING
     assert all("loss.lambda_adv" in run.data.params and "train.lr" in run.data.params for run in runs)
     status = {run.data.params["train.lr"]: run.info.status for run in runs}
     assert sorted(status.values()) == ["FINISHED", "KILLED", "KILLED"], status
