@@ -22,18 +22,17 @@ The labeled-target rows switch off one of the teacher's and students' uses of th
 
 import argparse
 import json
-import re
 from pathlib import Path
 
 import ray
 import yaml
 
-from common import mean_std
+from common import final_stage, mean_std, recorded_baselines, write_between_markers
 from udas_ray.cli import DEFAULT_CONFIG
 from udas_ray.cluster import connect
 from udas_ray.config import flatten, load_config
 from udas_ray.data.splits import load_splits
-from udas_ray.driver import CONFIG_FILE, driver_actor
+from udas_ray.driver import driver_actor
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -138,22 +137,6 @@ def collect(out: Path) -> tuple[dict, dict]:
     return results, baselines
 
 
-def final_stage(rows: dict) -> str:
-    """The last round, or the ema stage when it ran instead of rounds."""
-    rounds = [k for k in rows if k.startswith("round_")]
-    return rounds[-1] if rounds else "ema"
-
-
-def write_between_markers(doc: Path, text: str, name: str = "ablation") -> None:
-    """Put ``text`` between the document's ``name`` markers (replacing what was there)."""
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    marked, found = re.subn(f"({re.escape(start)}\n).*?({re.escape(end)})",
-                            lambda m: m.group(1) + text + "\n" + m.group(2), doc.read_text(), flags=re.S)
-    if not found:
-        raise SystemExit(f"{doc}: no {start} / {end} markers to write the table between")
-    doc.write_text(marked)
-
-
 def check_same_base(out: Path, config: str, overrides: list[str]) -> None:
     """The rows of one ablation share a base (config file and overrides): the first invocation
     records it in ``out/base.json``, a later one with another base is refused."""
@@ -167,12 +150,6 @@ def check_same_base(out: Path, config: str, overrides: list[str]) -> None:
         return
     out.mkdir(parents=True, exist_ok=True)
     record.write_text(json.dumps(base, indent=1) + "\n")
-
-
-def recorded_baselines(run_dir: Path) -> bool | None:
-    """``run.baselines`` of the run started in ``run_dir``, or None if none was."""
-    path = run_dir / CONFIG_FILE
-    return bool(yaml.safe_load(path.read_text())["run"]["baselines"]) if path.is_file() else None
 
 
 def main():

@@ -14,11 +14,13 @@ import datetime
 import json
 import os
 import platform
+import re
 import statistics
 import sys
 from pathlib import Path
 
 import torch
+import yaml
 
 from udas_ray import flops
 
@@ -118,3 +120,27 @@ def mean_std(values: list[float]) -> str:
     if len(values) == 1:
         return f"{values[0]:.1f}"
     return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
+
+
+def final_stage(rows: dict) -> str:
+    """The last round, or the ema stage when it ran instead of rounds."""
+    rounds = [k for k in rows if k.startswith("round_")]
+    return rounds[-1] if rounds else "ema"
+
+
+def write_between_markers(doc: Path, text: str, name: str = "ablation") -> None:
+    """Put ``text`` between the document's ``name`` markers (replacing what was there)."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    marked, found = re.subn(f"({re.escape(start)}\n).*?({re.escape(end)})",
+                            lambda m: m.group(1) + text + "\n" + m.group(2), doc.read_text(), flags=re.S)
+    if not found:
+        raise SystemExit(f"{doc}: no {start} / {end} markers to write the table between")
+    doc.write_text(marked)
+
+
+def recorded_baselines(run_dir: Path) -> bool | None:
+    """``run.baselines`` of the run started in ``run_dir``, or None if none was."""
+    from udas_ray.driver import CONFIG_FILE
+
+    path = run_dir / CONFIG_FILE
+    return bool(yaml.safe_load(path.read_text())["run"]["baselines"]) if path.is_file() else None

@@ -25,6 +25,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from udas_ray.data.readers import SOURCE_FORMATS, TARGET_FORMATS
+from udas_ray.data.scenes.domains import PAIRS
 from udas_ray.errors import UdasError
 
 Size = tuple[int, int]
@@ -81,8 +82,12 @@ class TargetData(Section):
 
 
 class ScenesData(Section):
-    """Size of the embedded benchmark (format ``scenes``); generated on first use."""
+    """The embedded benchmark (format ``scenes``): which sim->real pair, its size; generated on first use."""
 
+    # street (the original pair), material, sensor, geometry or engine (README: The benchmark suite).
+    # Another pair than street, with data.source.root / data.target.root left at their defaults,
+    # lives in data/scenes/<pair>/source and data/scenes/<pair>/target.
+    pair: Literal[tuple(PAIRS)] = "street"
     num_source: int = Field(1500, ge=1)
     num_target_train: int = Field(600, ge=1)
     num_target_val: int = Field(200, ge=1)
@@ -120,6 +125,18 @@ class Data(Section):
     @classmethod
     def _positive_size(cls, v):
         return _check_size(v)
+
+    @model_validator(mode="after")
+    def _pair_roots(self):
+        """A pair other than street gets folders of its own where the roots are left at their defaults."""
+        pair = self.scenes.pair
+        if pair == "street":
+            return self
+        update = {}
+        for which, section in (("source", self.source), ("target", self.target)):
+            if section.format == "scenes" and section.root == f"data/scenes/{which}":
+                update[which] = section.model_copy(update={"root": f"data/scenes/{pair}/{which}"})
+        return self.model_copy(update=update) if update else self
 
 
 # ---------------------------------------------------------------------------------- model

@@ -45,17 +45,18 @@ def _root(cfg_root: str, key: str) -> Path:
 
 
 def generate_scenes(cfg: Config, which: str) -> Path:
-    """Write the embedded benchmark's source or target domain if it is not there yet."""
+    """Write the source or the target domain of the embedded benchmark's pair if it is not there yet."""
     from udas_ray.data import scenes
 
     sc = cfg.data.scenes
+    source, target = scenes.PAIRS[sc.pair]
     if which == "source":
         root = _root(cfg.data.source.root, "data.source.root")
-        return scenes.write_source(root, num_images=sc.num_source, size=tuple(sc.source_size), seed=sc.seed)
+        return scenes.write_source(root, num_images=sc.num_source, size=tuple(sc.source_size), seed=sc.seed,
+                                   domain=source)
     root = _root(cfg.data.target.root, "data.target.root")
-    return scenes.write_target(
-        root, num_train=sc.num_target_train, num_val=sc.num_target_val, size=tuple(sc.target_size), seed=sc.seed
-    )
+    return scenes.write_target(root, num_train=sc.num_target_train, num_val=sc.num_target_val,
+                               size=tuple(sc.target_size), seed=sc.seed, domain=target)
 
 
 def _read(cfg: Config, which: str, split: str) -> Split:

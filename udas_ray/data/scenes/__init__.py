@@ -1,10 +1,10 @@
-"""The embedded sim->real benchmark: procedural 2-D street scenes in two domains.
+"""The embedded sim->real benchmark suite: procedural 2-D street scenes in several domains, paired.
 
 One scene grammar (a pinhole camera over a ground plane: horizon, a road in
 perspective with lanes, sidewalks, terrain strips, building facades with windows,
 walls, fences, hedges, poles carrying signs and traffic lights, trees, bushes,
 persons, riders on bicycles and motorcycles, parked and moving cars, trucks,
-buses, an occasional tram) is rendered in two domains:
+buses, an occasional tram) is rendered in domains (:data:`DOMAINS`); the original two:
 
 * ``source`` -- "synthetic", a game engine: plausible per-class colour families
   (dark blue-grey asphalt, beige/brick/grey/cream facades, bright green foliage, a
@@ -18,6 +18,13 @@ buses, an occasional tram) is rendered in two domains:
   haze, soft shadows under objects, slight blur, sensor noise, an ego-vehicle hood,
   and a shifted layout distribution (higher horizon, longer focal length, narrower
   roads, many more parked cars and pedestrians, more trees).
+
+The suite's other domains change one thing each (:mod:`.domains`): ``source_toon`` is another
+engine (pastel toon shading, ink outlines); ``target_material`` the camera over other surfaces;
+``target_weather`` the camera at dusk, at night, in fog or rain; ``target_geometry`` the camera
+on a high, wide-angle mount over wide roads with other class frequencies. :data:`PAIRS` pairs
+them: ``street`` (source -> target, the original), ``material``, ``sensor``, ``geometry`` and
+``engine``; :data:`PAIR_GAPS` says what each tests.
 
 As in Cityscapes' polygons, a bicycle's label covers its whole wheels, not just the rims.
 
@@ -33,19 +40,20 @@ for the target.
 
 The package, in the order a scene is made:
 
-* :mod:`.domains` -- the domains' tables: palettes, layout distributions, :data:`SOURCE_KNOBS`, cities;
+* :mod:`.domains` -- the domains and pairs; palettes, layout distributions, :data:`SOURCE_KNOBS`, cities;
 * :mod:`.labels` -- the labelIds drawn;
 * :mod:`.canvas` -- the shared state: random draws, colours, image+label drawing primitives;
 * :mod:`.layout` -- the camera and the plan of the street (what stands where);
 * :mod:`.street`, :mod:`.vehicles`, :mod:`.objects` -- drawing the planned things;
-* :mod:`.looks` -- the per-domain finishing (source look, target look, noise, blur);
+* :mod:`.looks` -- the per-domain finishing (game, camera, noise, blur), with :mod:`.toon`,
+  :mod:`.materials` and :mod:`.weather` for the suite's other looks;
 * :mod:`.scene` -- :func:`render_scene`: one scene from start to finish;
 * :mod:`.files` -- writing the GTA5 / Cityscapes layouts atomically; :mod:`.cli` -- the command line.
 """
 
 from udas_ray.classes import CLASS_NAMES, NUM_CLASSES
 from udas_ray.data.scenes.cli import class_frequencies, contact_sheet, main
-from udas_ray.data.scenes.domains import DOMAINS, SOURCE_KNOBS, SPLITS, TARGET_CITIES
+from udas_ray.data.scenes.domains import DOMAINS, PAIR_GAPS, PAIRS, SOURCE_KNOBS, SPLITS, TARGET_CITIES, Domain
 from udas_ray.data.scenes.files import (DEFAULT_NUM_SOURCE, DEFAULT_NUM_TRAIN, DEFAULT_NUM_VAL, DEFAULT_SOURCE_SIZE,
                                         DEFAULT_TARGET_SIZE, FORMAT_VERSION, target_name, write_source, write_target)
 from udas_ray.data.scenes.labels import (BIKE, BUILDING, BUS, CAR, FENCE, LIGHT, MOTO, PERSON, POLE, RIDER, ROAD,
@@ -54,7 +62,7 @@ from udas_ray.data.scenes.scene import Scene as _Scene  # (tests draw single obj
 from udas_ray.data.scenes.scene import render_scene
 
 __all__ = [
-    "BIKE", "BUILDING", "BUS", "CAR", "CLASS_NAMES", "DEFAULT_NUM_SOURCE", "DEFAULT_NUM_TRAIN", "DEFAULT_NUM_VAL",
+    "BIKE", "BUILDING", "BUS", "CAR", "CLASS_NAMES", "Domain", "PAIRS", "PAIR_GAPS", "DEFAULT_NUM_SOURCE", "DEFAULT_NUM_TRAIN", "DEFAULT_NUM_VAL",
     "DEFAULT_SOURCE_SIZE", "DEFAULT_TARGET_SIZE", "DOMAINS", "FENCE", "FORMAT_VERSION", "LIGHT", "MOTO",
     "NUM_CLASSES", "PERSON", "POLE", "RIDER", "ROAD", "SIDEWALK", "SIGN", "SKY", "SOURCE_KNOBS", "SPLITS",
     "TARGET_CITIES", "TERRAIN", "TRAIN", "TRUCK", "VEG", "VOID", "WALL", "class_frequencies", "contact_sheet", "main",

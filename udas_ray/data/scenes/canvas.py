@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
-from udas_ray.data.scenes.domains import LAYOUTS, PALETTES, TARGET_JITTER
+from udas_ray.data.scenes.domains import LAYOUTS, PALETTES, TARGET_JITTER, domain
 
 
 def shade(colour, k: float) -> tuple[int, int, int]:
@@ -29,21 +29,22 @@ def line_width(pixels: float) -> int:
 
 
 class Canvas:
-    """The state every part of a scene shares: domain, random draws, tables and the two images.
+    """The state every part of a scene shares: domain (a :class:`~.domains.Domain`), random draws,
+    tables and the two images.
 
     The scene fills in later: ``cam`` (:class:`~.layout.Camera`), ``street`` (the planned
     :class:`~.layout.Street`), ``sun`` (-1: sunlight from the left, +1: from the right) and
     ``sky`` (the sky colour, which far things fade to in the target).
     """
 
-    def __init__(self, domain: str, rng: np.random.Generator, h: int, w: int, knobs: dict):
-        self.domain = domain
-        self.target = domain == "target"
+    def __init__(self, name: str, rng: np.random.Generator, h: int, w: int, knobs: dict):
+        self.domain = domain(name)
+        self.target = self.domain.camera  # what a real camera sees (haze, shadows, hood) and an engine leaves out
         self.rng = rng
         self.h, self.w = h, w
         self.knobs = knobs
-        self.table = LAYOUTS[domain]
-        self.palette = PALETTES[domain]
+        self.table = LAYOUTS[self.domain.layout]
+        self.palette = PALETTES[self.domain.palette]
         self.jitter = TARGET_JITTER if self.target else knobs["jitter"]
         self.img = Image.new("RGB", (w, h))
         self.lbl = Image.new("L", (w, h))
@@ -64,6 +65,12 @@ class Canvas:
     def pick(self, seq):
         """One element of ``seq``, uniformly."""
         return seq[int(self.rng.integers(len(seq)))]
+
+    def smooth_noise(self, cell: float) -> np.ndarray:
+        """Gaussian noise on a grid of ``cell``-pixel cells, bilinearly upsampled to the image."""
+        gh, gw = max(2, int(self.h / cell) + 2), max(2, int(self.w / cell) + 2)
+        small = self.rng.standard_normal((gh, gw)).astype(np.float32)
+        return np.asarray(Image.fromarray(small).resize((self.w, self.h), Image.BILINEAR))
 
     def colour(self, material: str, brightness: float = 1.0) -> tuple[int, int, int]:
         """A colour of ``material`` from the domain's palette, scaled by ``brightness`` and jittered."""

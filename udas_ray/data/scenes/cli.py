@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from udas_ray.classes import CLASS_NAMES, NUM_CLASSES, colorize, label_ids_to_train_ids
-from udas_ray.data.scenes.domains import SOURCE_KNOBS
+from udas_ray.data.scenes.domains import DOMAINS, PAIRS, SOURCE_KNOBS
 from udas_ray.data.scenes.files import (DEFAULT_NUM_SOURCE, DEFAULT_NUM_TRAIN, DEFAULT_NUM_VAL, DEFAULT_SOURCE_SIZE,
                                         DEFAULT_TARGET_SIZE, write_source, write_target)
 from udas_ray.data.scenes.scene import render_scene
@@ -33,10 +33,11 @@ def class_frequencies(domain: str, num: int, size: tuple[int, int], seed: int = 
 
 
 def contact_sheet(path, *, num: int = 6, seed: int = 0, source_size=DEFAULT_SOURCE_SIZE,
-                  target_size=DEFAULT_TARGET_SIZE, scale: int = 2) -> Path:
-    """A PNG of ``num`` source and target scenes with their colourised labels (rows: src img, src lbl, tgt...)."""
+                  target_size=DEFAULT_TARGET_SIZE, scale: int = 2, pair: str = "street") -> Path:
+    """A PNG of ``num`` source and target scenes of ``pair`` with their colourised labels (rows: src
+    img, src lbl, tgt...)."""
     rows = []
-    for domain, size in (("source", source_size), ("target", target_size)):
+    for domain, size in zip(PAIRS[pair], (source_size, target_size)):
         imgs, lbls = [], []
         for i in range(num):
             img, lbl = render_scene(domain, seed, i, size)
@@ -58,7 +59,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m udas_ray.data.scenes",
                                  description="Generate the embedded sim->real street-scene benchmark.")
     ap.add_argument("--root", help="output directory (created atomically; must not hold other data)")
-    ap.add_argument("--domain", choices=("source", "target"), default="source")
+    ap.add_argument("--domain", choices=sorted(DOMAINS), default="source",
+                    help="written in the GTA5 layout if it is a rendered (source) domain, else as Cityscapes")
+    ap.add_argument("--pair", choices=list(PAIRS), default="street", help="the pair --sheet shows")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="default: 108 192 / 96 192")
     ap.add_argument("--num-images", type=int, default=DEFAULT_NUM_SOURCE, help="source images")
@@ -71,21 +74,22 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     try:
         knobs = {key: getattr(args, key) for key in SOURCE_KNOBS}
-        default_size = DEFAULT_SOURCE_SIZE if args.domain == "source" else DEFAULT_TARGET_SIZE
+        rendered = not DOMAINS[args.domain].camera
+        default_size = DEFAULT_SOURCE_SIZE if rendered else DEFAULT_TARGET_SIZE
         size = tuple(args.size) if args.size else default_size
         if args.root:
             t0 = time.perf_counter()
-            if args.domain == "source":
-                out = write_source(args.root, num_images=args.num_images, size=size, seed=args.seed, **knobs)
+            if rendered:
+                out = write_source(args.root, num_images=args.num_images, size=size, seed=args.seed,
+                                   domain=args.domain, **knobs)
             else:
                 out = write_target(args.root, num_train=args.num_train, num_val=args.num_val, size=size,
-                                   seed=args.seed)
+                                   seed=args.seed, domain=args.domain)
             print(f"{args.domain} scenes in {out} ({time.perf_counter() - t0:.1f} s)")
         if args.sheet:
-            print(f"contact sheet: {contact_sheet(args.sheet, seed=args.seed)}")
+            print(f"contact sheet: {contact_sheet(args.sheet, seed=args.seed, pair=args.pair)}")
         if args.stats:
-            pix, img = class_frequencies(args.domain, args.stats, size, args.seed,
-                                         **(knobs if args.domain == "source" else {}))
+            pix, img = class_frequencies(args.domain, args.stats, size, args.seed, **(knobs if rendered else {}))
             print(f"{'class':<14}{'pixels %':>9}{'images %':>9}")
             for name, p, q in zip(CLASS_NAMES, pix, img):
                 print(f"{name:<14}{100 * p:9.2f}{100 * q:9.1f}")

@@ -1,19 +1,86 @@
-"""The two domains' tables: which streams exist, appearance (palettes) and layout distributions.
+"""The domains' tables: which looks exist, their appearance (palettes) and layout distributions,
+and the sim->real pairs of the benchmark suite built from them.
 
-Everything that makes the ``source`` look like a game engine and the ``target`` like a
-camera in a real city, as far as it is data: the colour families each material is drawn
-from, the sign and lamp colours, the source's randomization knobs, and the layout
-distributions (the target's is shifted: higher horizon, longer focal length, narrower
-roads, more parked cars, pedestrians and trees). The per-pixel finishing of each domain
-(shading, textures, noise, blur) is code, in :mod:`.looks`.
+Everything that makes a ``source`` look like a game engine and a ``target`` like a camera in
+a real city, as far as it is data: the colour families each material is drawn from, the sign
+and lamp colours, the source's randomization knobs, and the layout distributions. A
+:class:`Domain` names one combination of palette, layout and finishing; the per-pixel
+finishing itself (shading, textures, weather, noise, blur) is code, in :mod:`.looks`.
+
+:data:`PAIRS` is the suite: today's pair (``street``) and pairs that differ from it the way
+real pairs differ (surface materials, sensor and light, camera geometry and class
+frequencies, another engine). Each pair is one source domain and one target domain.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from udas_ray.errors import UdasError
 
-# The random stream of a scene is seeded with (seed, DOMAINS[domain], SPLITS[split], index).
-DOMAINS = {"source": 1, "target": 2}
+
+@dataclass(frozen=True)
+class Domain:
+    """One look of the street grammar.
+
+    ``stream`` seeds the scene's random draws with (seed, stream, split, index), so two
+    domains never share images. ``camera`` switches on what a real camera sees and a game
+    engine leaves out (aerial haze, soft shadows, signs seen from behind, shop fronts, the ego
+    hood; the source's knobs and flying distractors are for the others). ``palette`` and
+    ``layout`` name entries of :data:`PALETTES` and :data:`LAYOUTS`; ``finish`` names the
+    finishing of :class:`~.looks.Looks` (``game``, ``toon``, ``camera``, ``material``, ``weather``).
+    """
+
+    name: str
+    stream: int
+    camera: bool
+    palette: str
+    layout: str
+    finish: str
+    about: str
+
+
+DOMAINS = {d.name: d for d in (
+    Domain("source", 1, False, "source", "source", "game",
+           "a game engine: saturated colour families, cel shading, crisp edges, no noise"),
+    Domain("target", 2, True, "target", "target", "camera",
+           "a real-like camera: muted colours, textures, sun, haze, blur, sensor noise, ego hood"),
+    Domain("source_toon", 3, False, "source_toon", "source", "toon",
+           "another engine: pastel palettes, smooth gradient shading, ink outlines, posterized colour"),
+    Domain("target_material", 4, True, "target_material", "target", "material",
+           "the camera over other materials: cobblestones, slate tiles, glass facades, graffiti, autumn leaves"),
+    Domain("target_weather", 5, True, "target", "target", "weather",
+           "the camera at dusk, at night, in fog or rain: low light, colour casts, gamma, strong noise and blur"),
+    Domain("target_geometry", 6, True, "target", "target_geometry", "camera",
+           "the camera on a high, wide-angle mount over wide roads: few pedestrians, many riders, buses and trucks"),
+)}
+
+# The benchmark suite: pair -> (source domain, target domain).
+PAIRS = {
+    "street": ("source", "target"),
+    "material": ("source", "target_material"),
+    "sensor": ("source", "target_weather"),
+    "geometry": ("source", "target_geometry"),
+    "engine": ("source_toon", "target"),
+}
+# What each pair tests (the README's and bench/suite.py's words).
+PAIR_GAPS = {
+    "street": "appearance and layout together: a game engine against a real-like camera (the original benchmark)",
+    "material": "surface materials the source never shows (cobblestones, slate, glass, graffiti, autumn foliage)",
+    "sensor": "sensor and light: dusk, night, fog and rain, colour casts, gamma, heavy noise and blur",
+    "geometry": "camera height and field of view, road widths and class frequencies",
+    "engine": "the source from another engine (pastel toon shading, ink outlines); the same real-like target",
+}
+
+
+def domain(name: str) -> Domain:
+    """The :class:`Domain` called ``name``; one line naming the known ones otherwise."""
+    try:
+        return DOMAINS[name]
+    except KeyError:
+        raise UdasError(f"scene domain {name!r} must be one of {sorted(DOMAINS)}") from None
+
+
 SPLITS = {"train": 1, "val": 2}
 TARGET_CITIES = {
     "train": ("alderon", "brindle", "castmoor", "dunwick", "elmhurst"),
@@ -110,10 +177,67 @@ PALETTES = {
         "hood": [(34, 36, 40)],
     },
 }
+# Another engine's art direction: pastel and candy colour families, each material still its own hue.
+PALETTES["source_toon"] = {
+    "sky": [(150, 210, 250), (170, 220, 240), (250, 200, 190), (200, 190, 240)],
+    "cloud": [(255, 255, 255)],
+    "road": [(150, 150, 170), (170, 160, 180), (130, 140, 160)],
+    "marking": [(255, 255, 255), (255, 240, 120)],
+    "curb": [(240, 230, 240)],
+    "sidewalk": [(250, 210, 200), (230, 220, 250), (250, 236, 190)],
+    "terrain": [(200, 230, 120), (180, 220, 150), (220, 210, 130)],
+    "building": [(250, 170, 180), (170, 200, 250), (250, 220, 150), (200, 170, 240), (160, 230, 210),
+                 (250, 190, 140)],
+    "window": [(90, 110, 200), (250, 250, 255), (110, 90, 160)],
+    "wall": [(240, 200, 230), (200, 240, 240), (240, 230, 200)],
+    "fence": [(250, 130, 150), (130, 200, 250), (250, 250, 250)],
+    "pole": [(250, 120, 100), (120, 130, 250), (90, 200, 160)],
+    "light_box": [(90, 90, 120), (250, 160, 60)],
+    "sign": [(255, 250, 240)],
+    "sign_back": [(220, 210, 230)],
+    "vegetation": [(90, 210, 130), (130, 230, 90), (70, 190, 170), (170, 230, 110)],
+    "trunk": [(200, 130, 100)],
+    "skin": [(255, 220, 200), (230, 170, 140), (190, 130, 110)],
+    "hair": [(250, 110, 160), (120, 90, 230), (60, 50, 80), (250, 210, 90)],
+    "cloth": [(250, 110, 130), (110, 170, 250), (250, 230, 110), (120, 230, 170), (250, 170, 90), (190, 130, 250),
+              (255, 255, 255), (80, 80, 110)],
+    "car": [(250, 120, 120), (120, 160, 250), (255, 255, 255), (250, 220, 120), (140, 230, 180), (220, 150, 250),
+            (90, 90, 120), (250, 170, 110)],
+    "glass": [(200, 240, 255), (150, 200, 250)],
+    "big_glass": [(210, 240, 255)],
+    "tyre": [(70, 60, 90)],
+    "lamp_rear": [(255, 90, 120)],
+    "lamp_front": [(255, 255, 220)],
+    "truck": [(255, 255, 255), (250, 190, 110), (160, 200, 250), (200, 160, 250)],
+    "truck_cab": [(250, 110, 120), (110, 150, 250), (120, 220, 160)],
+    "bus": [(250, 210, 90), (250, 130, 150), (120, 190, 250)],
+    "train": [(250, 230, 120), (250, 150, 170), (170, 240, 230)],
+    "moto": [(250, 90, 110), (90, 90, 130), (250, 170, 70), (110, 140, 250)],
+    "bike": [(90, 200, 250), (250, 150, 90), (150, 230, 110), (230, 110, 210)],
+    "hood": [(0, 0, 0)],
+}
+# The camera over other materials: paving stones instead of asphalt, slate sidewalks, glass and
+# steel or dark brick facades, graffitied concrete, straw-dry lawns and autumn foliage.
+PALETTES["target_material"] = {
+    **PALETTES["target"],
+    "sky": [(204, 206, 210), (190, 194, 200), (214, 212, 206)],
+    "road": [(118, 100, 88), (104, 98, 94), (132, 112, 92)],
+    "marking": [(226, 226, 222)],
+    "sidewalk": [(86, 88, 94), (72, 76, 84), (100, 98, 102)],
+    "terrain": [(178, 158, 98), (162, 146, 94), (190, 172, 112)],
+    "building": [(96, 124, 142), (74, 100, 114), (152, 162, 170), (120, 62, 50), (86, 58, 52)],
+    "window": [(170, 190, 204), (130, 150, 166)],
+    "wall": [(138, 138, 134), (118, 120, 122)],
+    "fence": [(122, 128, 132), (46, 50, 54)],
+    "vegetation": [(172, 98, 38), (188, 134, 42), (142, 62, 36), (124, 112, 42)],
+    "trunk": [(58, 50, 46)],
+}
 SIGN_COLOURS = {
     "source": {"red": (236, 28, 36), "blue": (0, 100, 255), "yellow": (255, 220, 0)},
     "target": {"red": (172, 44, 42), "blue": (44, 82, 148), "yellow": (206, 174, 64)},
 }
+SIGN_COLOURS["source_toon"] = {"red": (250, 110, 130), "blue": (110, 150, 250), "yellow": (250, 230, 110)}
+SIGN_COLOURS["target_material"] = SIGN_COLOURS["target"]
 LAMP_COLOURS = [(255, 40, 30), (255, 180, 0), (40, 240, 90)]
 
 # Layout distributions (the target's is shifted). (lo, hi) pairs are sampled uniformly, ``lanes`` is a
@@ -145,13 +269,23 @@ LAYOUTS = {
         hedges=0.5, pole_step=(9.0, 20.0), signs=1.2, lights=0.6, ego_p=0.75, clouds=0.8,
     ),
 }
+# A high, wide-angle mount (a bus or a truck's dash camera) over wide multi-lane roads: smaller
+# things, fewer pedestrians and trees, many more riders, motorcycles, buses and trucks, no hood.
+LAYOUTS["target_geometry"] = {
+    **LAYOUTS["target"],
+    "horizon": (0.28, 0.40), "focal": (0.36, 0.50), "cam_h": (2.4, 3.2), "lanes": (3, 4, 4, 5), "lane_w": (3.5, 4.1),
+    "sidewalk": (1.8, 3.5), "terrain_p": 0.3, "parked_p": 0.4, "parked_fill": 0.4, "moving": 1.3, "persons": 2.0,
+    "riders": 4.5, "parked_bikes": 0.6, "parked_motos": 2.2, "truck_p": 0.28, "bus_p": 0.24, "train_p": 0.04,
+    "tree_p": 0.25, "bushes": 0.8, "signs": 2.0, "lights": 0.9, "ego_p": 0.0,
+}
 
 
-def check_knobs(domain: str, knobs: dict) -> dict:
-    """The full knob dict of ``domain`` (source: :data:`SOURCE_KNOBS` overridden by ``knobs``; target: ``{}``)."""
-    if domain == "target":
+def check_knobs(name: str, knobs: dict) -> dict:
+    """The full knob dict of domain ``name``: a rendered (non-camera) domain takes
+    :data:`SOURCE_KNOBS` overridden by ``knobs``; a camera domain has none (``{}``)."""
+    if domain(name).camera:
         if knobs:
-            raise UdasError(f"the target domain has a fixed appearance; unknown knob(s) {sorted(knobs)}")
+            raise UdasError(f"the {name} domain has a fixed appearance; unknown knob(s) {sorted(knobs)}")
         return {}
     unknown = sorted(set(knobs) - set(SOURCE_KNOBS))
     if unknown:

@@ -59,22 +59,22 @@ def _check_seed(seed) -> int:
 
 
 def write_source(root, *, num_images: int = DEFAULT_NUM_SOURCE, size: tuple[int, int] = DEFAULT_SOURCE_SIZE,
-                 seed: int = 0, **knobs) -> Path:
-    """Write ``num_images`` source scenes in the GTA5 layout under ``root`` (atomic, idempotent)."""
+                 seed: int = 0, domain: str = "source", **knobs) -> Path:
+    """Write ``num_images`` scenes of ``domain`` in the GTA5 layout under ``root`` (atomic, idempotent)."""
     num_images = _check_count("num_images", num_images)
     h, w = check_size(size)
     seed = _check_seed(seed)
-    knobs = check_knobs("source", knobs)
-    params = {"format": "udas_ray.scenes", "version": FORMAT_VERSION, "domain": "source", "layout": "gta5",
+    knobs = check_knobs(domain, knobs)
+    params = {"format": "udas_ray.scenes", "version": FORMAT_VERSION, "domain": domain, "layout": "gta5",
               "num_images": num_images, "size": [h, w], "seed": seed, "knobs": knobs}
 
     def fill(tmp: Path) -> None:
         (tmp / "images").mkdir()
         (tmp / "labels").mkdir()
-        log.info("[scenes source] rendering %d images of %dx%d into %s", num_images, h, w, root)
-        ticker = Ticker(num_images, "scenes source")
+        log.info("[scenes %s] rendering %d images of %dx%d into %s", domain, num_images, h, w, root)
+        ticker = Ticker(num_images, f"scenes {domain}")
         for i in range(num_images):
-            img, lbl = render_scene("source", seed, i, (h, w), "train", **knobs)
+            img, lbl = render_scene(domain, seed, i, (h, w), "train", **knobs)
             name = f"{i + 1:05d}.png"
             _save_png(img, tmp / "images" / name)
             _save_png(lbl, tmp / "labels" / name)
@@ -85,25 +85,26 @@ def write_source(root, *, num_images: int = DEFAULT_NUM_SOURCE, size: tuple[int,
 
 
 def write_target(root, *, num_train: int = DEFAULT_NUM_TRAIN, num_val: int = DEFAULT_NUM_VAL,
-                 size: tuple[int, int] = DEFAULT_TARGET_SIZE, seed: int = 0) -> Path:
-    """Write target scenes in the Cityscapes layout (train and val) under ``root`` (atomic, idempotent)."""
+                 size: tuple[int, int] = DEFAULT_TARGET_SIZE, seed: int = 0, domain: str = "target") -> Path:
+    """Write scenes of ``domain`` in the Cityscapes layout (train and val) under ``root`` (atomic, idempotent)."""
     counts = {"train": _check_count("num_train", num_train), "val": _check_count("num_val", num_val)}
     h, w = check_size(size)
     seed = _check_seed(seed)
-    params = {"format": "udas_ray.scenes", "version": FORMAT_VERSION, "domain": "target", "layout": "cityscapes",
+    check_knobs(domain, {})
+    params = {"format": "udas_ray.scenes", "version": FORMAT_VERSION, "domain": domain, "layout": "cityscapes",
               "num_train": counts["train"], "num_val": counts["val"], "size": [h, w], "seed": seed,
               "cities": {k: list(v) for k, v in TARGET_CITIES.items()}}
 
     def fill(tmp: Path) -> None:
-        log.info("[scenes target] rendering %d train + %d val images of %dx%d into %s", counts["train"],
+        log.info("[scenes %s] rendering %d train + %d val images of %dx%d into %s", domain, counts["train"],
                  counts["val"], h, w, root)
-        ticker = Ticker(sum(counts.values()), "scenes target")
+        ticker = Ticker(sum(counts.values()), f"scenes {domain}")
         for split, n in counts.items():
             for city in TARGET_CITIES[split][: max(0, min(n, len(TARGET_CITIES[split])))]:
                 (tmp / "leftImg8bit" / split / city).mkdir(parents=True)
                 (tmp / "gtFine" / split / city).mkdir(parents=True)
             for i in range(n):
-                img, lbl = render_scene("target", seed, i, (h, w), split)
+                img, lbl = render_scene(domain, seed, i, (h, w), split)
                 city, stem = target_name(split, i)
                 _save_png(img, tmp / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png")
                 _save_png(lbl, tmp / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png")

@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+import numpy as np
+
 from udas_ray.data.scenes.canvas import Canvas
 
 PARKING_WIDTH = 2.2  # metres of a parking strip along a curb
@@ -49,6 +51,17 @@ class Camera:
         """The image point (x, y) of the world point (X, Y, Z); depths are clamped to >= 0.2 m."""
         Z = max(Z, 0.2)
         return (self.centre_x + self.focal * X / Z, self.horizon + self.focal * (self.height - Y) / Z)
+
+    def ground_depth(self, rows: np.ndarray) -> np.ndarray:
+        """The depth in metres of the ground seen in image row(s) ``rows``; ``far`` at and above the horizon."""
+        below = rows + 0.5 - self.horizon
+        with np.errstate(divide="ignore"):
+            return np.where(below > 0, np.minimum(self.far, self.focal * self.height / np.maximum(below, 1e-6)),
+                            self.far)
+
+    def ground_x(self, xs: np.ndarray, depth: np.ndarray) -> np.ndarray:
+        """The lateral position in metres of image column(s) ``xs`` at depth(s) ``depth``."""
+        return (xs - self.centre_x) * depth / self.focal
 
     def scale_at(self, Z: float) -> float:
         """Pixels per metre at depth ``Z``."""

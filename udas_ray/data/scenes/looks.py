@@ -1,10 +1,13 @@
 """The per-domain finishing of a drawn scene: what turns flat polygons into a "game" or a "camera" image.
 
-* source: a skybox gradient, the ``textures`` and ``lighting`` knobs, vivid colour grading;
-  no blur, no noise (edges stay crisp).
-* target: per-class fine noise, blotches and leafy texture, brick courses and paving
-  joints, a brighter sky towards the horizon, a sun gradient, exposure, vignette, muted
+* ``game`` (source): a skybox gradient, the ``textures`` and ``lighting`` knobs, vivid colour
+  grading; no blur, no noise (edges stay crisp).
+* ``camera`` (target): per-class fine noise, blotches and leafy texture, brick courses and
+  paving joints, a brighter sky towards the horizon, a sun gradient, exposure, vignette, muted
   and slightly warm colour grading, blur and sensor noise.
+* the suite's other looks, each in a module of its own: ``toon`` (:mod:`.toon`, another
+  engine), ``material`` (:mod:`.materials`: the camera over other surfaces) and ``weather``
+  (:mod:`.weather`: the camera at dusk, at night, in fog or rain).
 
 Labels are never touched here.
 """
@@ -12,10 +15,12 @@ Labels are never touched here.
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import numpy as np
 from PIL import Image, ImageFilter
 
+from udas_ray.data.scenes import materials, toon, weather
 from udas_ray.data.scenes.canvas import Canvas
 from udas_ray.data.scenes.labels import (BUILDING, BUS, CAR, FENCE, POLE, ROAD, SIDEWALK, SKY, TERRAIN, TRUCK, VEG,
                                          WALL)
@@ -35,20 +40,20 @@ class Looks(Canvas):
         img = np.asarray(self.img, dtype=np.float32)
         H, W = self.h, self.w
         ys, xs = np.mgrid[0:H, 0:W].astype(np.float32)
-        if self.target:
-            img = self._target_look(img, lbl, ys, xs)
-        else:
+        look = self.domain.finish
+        if look == "game":
             img = self._source_look(img, lbl, ys, xs)
+        elif look == "toon":
+            img = toon.finish(self, img, lbl, ys, xs)
+        elif look == "weather":
+            img = weather.finish(self, self._camera_light(img, lbl, ys, xs, self._target_textures), lbl)
+        else:
+            textures = self._target_textures if look == "camera" else partial(materials.textures, self)
+            img = self.sensor(self._camera_light(img, lbl, ys, xs, textures), blur=self.uniform(0.45, 0.75),
+                               noise=(3.0, 1.5))
         return img, lbl
 
-    def _smooth_noise(self, cell: float) -> np.ndarray:
-        """Gaussian noise on a grid of ``cell``-pixel cells, bilinearly upsampled to the image."""
-        gh, gw = max(2, int(self.h / cell) + 2), max(2, int(self.w / cell) + 2)
-        small = self.rng.standard_normal((gh, gw)).astype(np.float32)
-        return np.asarray(Image.fromarray(small).resize((self.w, self.h), Image.BILINEAR))
-
     def _source_look(self, img, lbl, ys, xs):
-        H, W = self.h, self.w
         # a skybox: deep blue overhead, lighter towards the horizon
         t = np.clip(ys / max(self.cam.horizon, 1.0), 0, 1)[..., None]
         sky = (lbl == SKY)[..., None]
@@ -56,15 +61,20 @@ class Looks(Canvas):
         tex = self.knobs["textures"]
         if tex > 0:
             img = img * self._source_textures(tex, lbl, ys, xs)[..., None]
-        amp = self.knobs["lighting"]
-        if amp > 0:
-            a = self.uniform(0, 2 * math.pi)
-            grad = (xs / W - 0.5) * math.cos(a) + (ys / H - 0.5) * math.sin(a)
-            factor = (1 + amp * self.uniform(-0.8, 0.8)) * (1 + amp * self.uniform(0.0, 1.2) * grad)
-            img = img * factor[..., None]
+        img = self.knob_lighting(img, ys, xs)
         gray = img.mean(axis=2, keepdims=True)  # vivid, game-like colour grading
         img = gray + 1.2 * (img - gray)
         return np.clip(img + 0.5, 0, 255).astype(np.uint8)
+
+    def knob_lighting(self, img, ys, xs):
+        """The ``lighting`` knob: a random global brightness and a linear gradient in a random direction."""
+        amp = self.knobs["lighting"]
+        if amp > 0:
+            a = self.uniform(0, 2 * math.pi)
+            grad = (xs / self.w - 0.5) * math.cos(a) + (ys / self.h - 0.5) * math.sin(a)
+            factor = (1 + amp * self.uniform(-0.8, 0.8)) * (1 + amp * self.uniform(0.0, 1.2) * grad)
+            img = img * factor[..., None]
+        return img
 
     def _source_textures(self, prob, lbl, ys, xs) -> np.ndarray:
         """A brightness modulation: each class present gets, with probability ``prob``, one simple pattern."""
@@ -86,14 +96,16 @@ class Looks(Canvas):
             elif kind == "noise":
                 pat = self.rng.standard_normal((H, W)).astype(np.float32)
             else:
-                pat = self._smooth_noise(period)
+                pat = self.smooth_noise(period)
             mod[mask] += self.uniform(0.08, 0.22) * pat[mask]
         return mod
 
-    def _target_look(self, img, lbl, ys, xs):
+    def _camera_light(self, img, lbl, ys, xs, textures):
+        """Surface textures (``textures(lbl, ys, xs)``: a brightness or an RGB modulation), then
+        the sun gradient, exposure, vignette and muted, slightly warm colour grading (float image)."""
         H, W = self.h, self.w
-        img = img * self._target_textures(lbl, ys, xs)[..., None]
-        # sun gradient, exposure, vignette, colour grading
+        mod = textures(lbl, ys, xs)
+        img = img * (mod if mod.ndim == 3 else mod[..., None])
         a = self.uniform(-0.5, 0.5) + (0.0 if self.sun > 0 else math.pi)
         grad = (xs / W - 0.5) * math.cos(a) + (ys / H - 0.5) * math.sin(a) * 0.5
         vignette = 1 - 0.35 * ((xs / W - 0.5) ** 2 + (ys / H - 0.5) ** 2)
@@ -101,20 +113,24 @@ class Looks(Canvas):
         img = img * factor[..., None]
         gray = img.mean(axis=2, keepdims=True)
         img = gray + 0.85 * (img - gray)
-        img = img * np.array([self.uniform(1.0, 1.05), 1.0, self.uniform(0.92, 0.98)], dtype=np.float32)
-        # optics and sensor: blur, then noise
+        return img * np.array([self.uniform(1.0, 1.05), 1.0, self.uniform(0.92, 0.98)], dtype=np.float32)
+
+    def sensor(self, img, blur: float, noise: tuple[float, float]):
+        """Optics and sensor: a Gaussian blur of ``blur`` pixels (at 192 wide; scaled with the width),
+        then noise of (luminance, per-channel) sigmas ``noise``; the uint8 image."""
+        H, W = self.h, self.w
         out = Image.fromarray(np.clip(img + 0.5, 0, 255).astype(np.uint8))
-        out = out.filter(ImageFilter.GaussianBlur(self.uniform(0.45, 0.75) * max(1.0, W / 192)))
+        out = out.filter(ImageFilter.GaussianBlur(blur * max(1.0, W / 192)))
         img = np.asarray(out, dtype=np.float32)
-        img = img + self.rng.normal(0, 3.0, (H, W, 1)) + self.rng.normal(0, 1.5, (H, W, 3))
+        img = img + self.rng.normal(0, noise[0], (H, W, 1)) + self.rng.normal(0, noise[1], (H, W, 3))
         return np.clip(img + 0.5, 0, 255).astype(np.uint8)
 
     def _target_textures(self, lbl, ys, xs) -> np.ndarray:
         """A brightness modulation: per-class noise, blotches and leaves, brick courses, paving, sky."""
         H = self.h
         fine = self.rng.standard_normal((H, self.w)).astype(np.float32)
-        blotch = self._smooth_noise(8.0)
-        leaf = np.tanh(1.6 * self._smooth_noise(1.6))
+        blotch = self.smooth_noise(8.0)
+        leaf = np.tanh(1.6 * self.smooth_noise(1.6))
         a_fine, a_blotch, a_leaf = (np.zeros(256, np.float32) for _ in range(3))
         for lid, f, b, lf in _TARGET_TEXTURE:
             a_fine[lid], a_blotch[lid], a_leaf[lid] = f, b, lf

@@ -171,7 +171,7 @@ class ObjectPainter(Canvas):
 
     def _sign(self, x, y, s):
         """A traffic sign centred at (x, y): round, triangular, square or a rectangular panel (or its back)."""
-        cols = SIGN_COLOURS[self.domain]
+        cols = SIGN_COLOURS[self.domain.palette]
         r = 0.38 * s
         if self.target and self.chance(0.3):  # seen from behind
             self.ellipse(x, y, r, r, self.colour("sign_back"), SIGN)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from udas_ray.data.scenes.domains import DOMAINS, SPLITS, check_knobs
+from udas_ray.data.scenes.domains import SPLITS, check_knobs
+from udas_ray.data.scenes.domains import domain as domain_spec
 from udas_ray.data.scenes.labels import SKY, TERRAIN
 from udas_ray.data.scenes.layout import Camera, StreetPlanner
 from udas_ray.data.scenes.looks import Looks
@@ -28,17 +29,18 @@ def render_scene(domain: str, seed: int, index: int, size: tuple[int, int], spli
                  **knobs) -> tuple[np.ndarray, np.ndarray]:
     """Render one scene: (image uint8 HxWx3, label uint8 HxW in Cityscapes labelIds).
 
-    ``size`` is (height, width). ``knobs`` (source only) override :data:`SOURCE_KNOBS`.
+    ``domain`` names a :class:`~.domains.Domain` (``source``, ``target``, or another of the
+    suite's); ``size`` is (height, width). ``knobs`` (rendered domains only) override
+    :data:`SOURCE_KNOBS`.
     """
-    if domain not in DOMAINS:
-        raise UdasError(f"scene domain {domain!r} must be one of {sorted(DOMAINS)}")
+    spec = domain_spec(domain)
     if split not in SPLITS:
         raise UdasError(f"scene split {split!r} must be one of {sorted(SPLITS)}")
     if int(seed) < 0 or int(index) < 0:
         raise UdasError(f"scene seed {seed} and index {index} must be >= 0")
     h, w = check_size(size)
     knobs = check_knobs(domain, knobs)
-    rng = np.random.default_rng([int(seed), DOMAINS[domain], SPLITS[split], int(index)])
+    rng = np.random.default_rng([int(seed), spec.stream, SPLITS[split], int(index)])
     return Scene(domain, rng, h, w, knobs).render()
 
 
