@@ -84,3 +84,35 @@ def screenshot(url, profile, name) -> None:
     subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--screenshot={shot}", url],
                    capture_output=True, timeout=120)
     assert shot.is_file() and shot.stat().st_size > 10_000
+
+
+def test_sigterm_stops_the_ui_and_every_server_process_and_frees_the_port(tmp_path):
+    """A supervisor or a container stops `make ui` with SIGTERM: nothing of MLflow's server may stay
+    behind (its uvicorn workers and job runner), and the port must be free again."""
+    import signal
+    import sys
+
+    import psutil
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    tracking.create_run(f"sqlite:///{run_dir / 'mlflow.db'}", "udas-ray", "udas sigterm-check")
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "udas_ray.ui", "--run", str(run_dir), "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        for line in proc.stdout:  # the server's own lines, then ours once it answers
+            if line.startswith("MLflow UI of"):
+                break
+        assert f"http://127.0.0.1:{port}" in line, line
+        started = psutil.Process(proc.pid).children(recursive=True)
+        assert started, "the UI started no server process"
+        proc.send_signal(signal.SIGTERM)  # to the UI's own process only, as `kill PID` does
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+        gone, alive = psutil.wait_procs(started, timeout=30)
+        assert not alive, [p.info for p in alive]
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))  # free again
+    finally:
+        if proc.poll() is None:
+            proc.kill()

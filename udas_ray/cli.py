@@ -13,7 +13,9 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from udas_ray.config import Config, config_path, load_config
@@ -49,12 +51,28 @@ def settle(cfg: Config, args) -> Config:
     return cfg
 
 
+def exit_on_signals() -> None:
+    """SIGTERM and SIGHUP (a supervisor, a container, a closed terminal) unwind the process like
+    Ctrl-C: ``finally`` blocks and exit hooks run, so what it started (a local Ray, an MLflow
+    server) stops with it. Python's default for both ends the process at once, leaving those
+    behind. Only the main thread may install handlers; elsewhere this does nothing."""
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, _exit_on_signal)
+
+
+def _exit_on_signal(signum, frame):
+    raise SystemExit(128 + signum)
+
+
 def entry_point(main):
-    """Run ``main``; a UdasError becomes ``error: <message>`` on stderr and exit status 2."""
+    """Run ``main``; a UdasError becomes ``error: <message>`` on stderr and exit status 2;
+    SIGTERM and SIGHUP end it as Ctrl-C does (:func:`exit_on_signals`)."""
 
     @functools.wraps(main)
     def wrapped(argv=None):
         logging.basicConfig(level=logging.INFO, format="%(message)s")
+        exit_on_signals()
         try:
             return main(argv)
         except UdasError as exc:

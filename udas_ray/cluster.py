@@ -12,8 +12,6 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import signal
-import threading
 
 from udas_ray.errors import UdasError
 
@@ -125,11 +123,7 @@ def _init(cfg, dashboard: bool) -> bool:
 def _shut_down_at_exit() -> None:
     import ray
 
+    from udas_ray.cli import exit_on_signals
+
     atexit.register(ray.shutdown)  # Ray registers one too; ours does not depend on that
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, _exit_on_signal)
-
-
-def _exit_on_signal(signum, frame):
-    raise SystemExit(128 + signum)  # unwinds like Ctrl-C: finally blocks, then the exit hooks
+    exit_on_signals()  # also for callers that are not an entry point (a bench script, a notebook)

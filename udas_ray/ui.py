@@ -7,8 +7,8 @@ an assistant panel); which mode it shows comes from the browser's local storage 
 ``workflowType`` parameter, not from the server or the experiment. So this starts ``mlflow ui``,
 waits until it answers, and prints the address of the experiment's runs table in "Model training"
 mode (:func:`runs_url`), sorted by run name so the stages' nested runs are rows of their own
-beside the job's parent run (sorted by date, the UI folds them under the parent). Ctrl-C stops
-the server.
+beside the job's parent run (sorted by date, the UI folds them under the parent). Ctrl-C, SIGTERM
+or SIGHUP stop the server and every process it started, and free the port.
 """
 
 from __future__ import annotations
