@@ -10,23 +10,28 @@ below is the single list of keys; pydantic (already a Ray dependency) does the t
 checks so that every key's rule is one line next to its default. The defaults are the
 recommended recipe; a file in ``conf/`` states only its data and scale, and the README's key
 table is rendered from here (``python -m udas_ray.keys_table --keys-table --write README.md``).
+Reading files and overrides is ``udas_ray.config_loading``'s, bound here to this schema; its
+functions are importable from this module as well.
 """
 
 from __future__ import annotations
 
-import copy
-import difflib
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal, Optional, Union, get_origin
+from typing import Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from udas_ray import config_loading
+from udas_ray.config_loading import config_path, flatten, parse_override, read_yaml, shipped_dir, shipped_names
 from udas_ray.data.readers import SOURCE_FORMATS, TARGET_FORMATS
 from udas_ray.data.scenes.domains import PAIRS
-from udas_ray.errors import UdasError
+
+# Loading lives in udas_ray.config_loading; its functions are this module's too, as ever.
+__all__ = ["Config", "all_keys", "config_path", "diff", "flatten", "load_config", "parse_override", "read_yaml",
+           "shipped_dir", "shipped_names", "validate"]
 
 Size = tuple[int, int]
 
@@ -99,8 +104,8 @@ class ScenesData(Section):
 class RareClassSampling(Section):
     """DAFormer's rare-class sampling of source images: P(class c) ~ exp((1 - f_c) / T)."""
 
-    # On: measured on the embedded benchmark (with randomization off) the teacher gains 3.1, 2.3
-    # and 3.0 mIoU over the previous recipe on seeds 0, 1, 2 (docs/RESULTS.md).
+    # On: small classes are otherwise seen too rarely for the teacher to learn them; it helps the
+    # teacher on the embedded benchmark in every seed tried (docs/RESULTS.md).
     enabled: bool = True
     temperature: float = Field(0.01, gt=0)
 
@@ -152,8 +157,8 @@ class ModelCfg(Section):
 class Train(Section):
     steps: int = Field(300, ge=1)
     batch_size: int = Field(8, ge=1)  # per worker, per stream
-    # SGD learning rate of the backbone (the ASPP classifier: 10x), poly decay. Measured on the
-    # embedded benchmark (tiny model from scratch); the paper: 2.5e-3 (conf/paper.yaml).
+    # SGD learning rate of the backbone (the ASPP classifier: 10x), poly decay. Chosen for the
+    # embedded benchmark's tiny model trained from scratch; the paper's is in conf/paper.yaml.
     lr: float = Field(1e-2, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0)
@@ -168,24 +173,24 @@ class Train(Section):
     peak_gflops: Optional[float] = Field(None, gt=0)
     # AdaBN: the teacher's (and ema's) final BatchNorm statistics are re-estimated on the
     # unlabeled target-train images before it is evaluated and labels anything. auto: only
-    # when no target image is labeled (with labels the teacher already trains on target pixels).
-    # Measured: teacher 19.1 -> 21.9 mIoU at 0 labels, 26.0 -> 24.5 at 5 % (so not with labels).
+    # when no target image is labeled: it lifts a teacher that has seen no target label, and
+    # lowers one that already trains on labeled target pixels (docs/RESULTS.md).
     adabn: Literal["auto", True, False] = "auto"
     # Arithmetic of the segmentation stages' forward passes and losses (training, evaluation,
     # pseudo-labels): fp32, or autocast to bf16 or fp16 (fp16 with a gradient scaler); CPU or GPU.
-    # bf16 on a CPU with native bf16 (an AMD EPYC with AVX-512 bf16): make run 664 s vs 891 s;
-    # over three seeds round_2 -0.4 +- 0.8 mIoU against fp32 (lower in two of three), so fp32 stays.
+    # bf16 is faster on a CPU with native bf16 but scores a little lower over seeds, so fp32 stays
+    # the default (docs/RESULTS.md).
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     # Channels-last (NHWC) memory for the segmentation stages' convolution weights, image batches
     # and activations (training, evaluation, pseudo-labels); false = PyTorch's default NCHW.
-    # Measured faster on CPU (bench/stage_speed.py); results match within float tolerance.
+    # Faster on CPU (bench/stage_speed.py times both); results match within float tolerance.
     channels_last: bool = True
 
 
 # ----------------------------------------------------------------------------------- loss
 class Loss(Section):
-    # Weight of the output-level adversarial term (AdaptSegNet); measured on the embedded
-    # benchmark: teacher 19.4 mIoU vs 17.8 at AdaptSegNet's 0.001 (conf/paper.yaml).
+    # Weight of the output-level adversarial term (AdaptSegNet); above AdaptSegNet's 0.001
+    # (conf/paper.yaml) because the teacher of the embedded benchmark does better with it (docs/RESULTS.md).
     lambda_adv: float = Field(0.01, ge=0)
     lambda_cm: float = Field(1.0, ge=0)  # weight of the CutMix term (source with labeled target)
     temperature: float = Field(1.0, gt=0)  # softmax temperature of the discriminator's input
@@ -225,8 +230,8 @@ class CutMix(Section):
 class Randomize(Section):
     """Appearance randomization of source images (domain randomization as augmentation)."""
 
-    # in the teacher and the source_randomized baseline; off: with AdaBN and rare-class sampling it
-    # cost the teacher 2-3 mIoU on the embedded benchmark (docs/RESULTS.md)
+    # in the teacher and the source_randomized baseline; off: beside AdaBN and rare-class sampling
+    # it makes the teacher worse on the embedded benchmark (docs/RESULTS.md)
     enabled: bool = False
     channel_shuffle: float = Field(0.1, ge=0, le=1)  # probability of permuting R, G, B
     grayscale: float = Field(0.05, ge=0, le=1)  # probability of dropping colour
@@ -290,8 +295,9 @@ class SelfTraining(Section):
     init: Literal["teacher", "fresh"] = "teacher"  # a student starts from the teacher's weights or fresh
     # With labeled target images: the teacher starts from the `supervised` stage's weights (trained
     # on them alone, then run even without run.baselines) instead of from scratch. Without labeled
-    # images the teacher starts from scratch whatever this says. Measured at 30 labels, 3 seeds:
-    # teacher +1.7, final stage +0.2 +- 0.9 (docs/RESULTS.md), so scratch, which needs no SL stage.
+    # images the teacher starts from scratch whatever this says. Scratch: the warm start helps the
+    # teacher but not the final stage beyond its spread over seeds (docs/RESULTS.md), and scratch
+    # needs no SL stage.
     teacher_init: Literal["scratch", "supervised"] = "scratch"
     steps: Optional[int] = Field(None, ge=1)  # student steps per round (null = train.steps)
     # offline: the paper's rounds; ema: the online mean-teacher stage (DACS/DAFormer style)
@@ -309,9 +315,8 @@ class SelfTraining(Section):
     # their true labels (cross-domain ClassMix, DACS; source drawn with rare-class sampling when on).
     source_classmix: float = Field(0.0, ge=0, le=1)
     # share of student examples drawn from the labeled target images (their ground truth, never a
-    # pseudo-label); the rest come from the pseudo-labeled images. 0.75 over 0.5: round_2 +0.7
-    # at 30 labels (three seeds), +0.7 to +1.7 at 20 / 101 / 202 labels (one seed each); 0.5 over
-    # 0.25: +1.9 to +3.0 (docs/RESULTS.md)
+    # pseudo-label); the rest come from the pseudo-labeled images. 0.75: the final round gained
+    # from each step up from 0.25 at every label count tried (docs/RESULTS.md)
     labeled_share: float = Field(0.75, ge=0, le=1)
     ema_decay: float = Field(0.99, ge=0, lt=1)
     ema_threshold: float = Field(0.968, ge=0, le=1)  # confidence that counts toward the mix weight
@@ -367,7 +372,7 @@ class Style(Section):
     noise_channels: int = Field(0, ge=0)
     # the source the teacher trains on: restyled, the restyled images alone; both, the restyled
     # images and the originals, each set drawn as often (the style row always trains on restyled;
-    # measured with the SimGAN refiner: docs/RESULTS.md)
+    # docs/RESULTS.md compares the two with the SimGAN refiner)
     train_on: Literal["restyled", "both"] = "restyled"
     ngf: int = Field(16, ge=1)  # the CycleGAN paper's setting: 64; SimGAN's refiner: 64
     n_blocks: int = Field(4, ge=0)  # the CycleGAN paper's setting: 9; SimGAN's refiner: 4
@@ -487,7 +492,7 @@ class Config(Section):
         merged.update({k.replace("__", "."): v for k, v in dotted.items()})
         tree = self.to_dict()
         for key, value in merged.items():
-            _set_dotted(tree, key, value, origin="override")
+            config_loading.set_dotted(Config, tree, key, value, origin="override")
         return validate(tree, origin="override")
 
     @property
@@ -509,191 +514,19 @@ class Config(Section):
 
 
 # ------------------------------------------------------------------------------- loading
-def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            out.update(flatten(value, path + "."))
-        else:
-            out[path] = value
-    return out
-
-
 def all_keys(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
     """Every dotted key of the schema (leaves and sections)."""
-    keys = []
-    for name, field in model.model_fields.items():
-        path = prefix + name
-        keys.append(path)
-        ann = field.annotation
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            keys.extend(all_keys(ann, path + "."))
-    return keys
-
-
-def _section_model(path: list[str]) -> type[BaseModel] | None:
-    model: type[BaseModel] = Config
-    for part in path:
-        field = model.model_fields.get(part)
-        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
-            return None
-        model = field.annotation
-    return model
-
-
-def _unknown_key(key: str, origin: str) -> UdasError:
-    """The error for an unknown key, with a guess: difflib's closest key catches a typo
-    (``loss.lamda_adv``), the keys with the same last segment a left-out section (``lr`` ->
-    ``train.lr``, ``style.lr``); when both apply, the close one of those keys alone."""
-    keys = all_keys()
-    close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
-    same_leaf = [k for k in keys if k.split(".")[-1] == key.split(".")[-1]]
-    guesses = close if not same_leaf or set(close) & set(same_leaf) else same_leaf
-    quoted = [repr(g) for g in guesses]
-    if len(quoted) > 1:
-        quoted = [", ".join(quoted[:-1]) + " or " + quoted[-1]]
-    hint = f"; did you mean {quoted[0]}?" if quoted else "; see conf/default.yaml for the valid keys"
-    return UdasError(f"{origin}: unknown config key {key!r}{hint}")
-
-
-def _check_keys(tree: dict, origin: str, prefix: list[str] | None = None) -> None:
-    prefix = prefix or []
-    model = _section_model(prefix)
-    if model is None:
-        return
-    for key, value in tree.items():
-        path = prefix + [str(key)]
-        if str(key) not in model.model_fields:
-            raise _unknown_key(".".join(path), origin)
-        if isinstance(value, dict) and _section_model(path) is not None:
-            _check_keys(value, origin, path)
-
-
-def _in_mapping(path: list[str]) -> bool:
-    """True if ``path`` is, or lies inside, a free-form dict field (e.g. ``model.options``)."""
-    for j in range(1, len(path) + 1):
-        parent = _section_model(path[: j - 1])
-        if parent is None:
-            return False
-        field = parent.model_fields.get(path[j - 1])
-        if field is not None and get_origin(field.annotation) is dict:
-            return True
-    return False
-
-
-def _set_dotted(tree: dict, key: str, value: Any, origin: str) -> None:
-    parts = key.split(".")
-    node = tree
-    for i, part in enumerate(parts[:-1]):
-        child = node.get(part)
-        if child is None:
-            if _section_model(parts[: i + 1]) is None and not _in_mapping(parts[: i + 1]):
-                raise _unknown_key(key, origin)
-            child = node[part] = {}
-        if not isinstance(child, dict):
-            raise UdasError(f"{origin}: {'.'.join(parts[: i + 1])} is a value, not a section; cannot set {key!r}")
-        node = child
-    node[parts[-1]] = value
+    return config_loading.all_keys(model, prefix)
 
 
 def validate(tree: dict, origin: str = "config") -> Config:
     """Check a nested dict against the schema; raise UdasError naming the first bad key."""
-    if not isinstance(tree, dict):
-        raise UdasError(f"{origin}: the config must be a mapping of sections, got {type(tree).__name__}")
-    _check_keys(tree, origin)
-    try:
-        return Config.model_validate(tree)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"] if not str(p).isdigit())
-        msg = err["msg"].removeprefix("Value error, ")
-        if not loc:  # model-level validator: the message names its own key
-            raise UdasError(f"{origin}: {msg}") from None
-        got = err.get("input")
-        got_text = "" if isinstance(got, dict) else f" (got {got!r})"
-        raise UdasError(f"{origin}: {loc}: {msg}{got_text}") from None
-
-
-def parse_override(text: str) -> tuple[str, Any]:
-    if "=" not in text:
-        raise UdasError(f"command line: expected key=value, got {text!r}")
-    key, raw = text.split("=", 1)
-    key = key.strip()
-    if not key:
-        raise UdasError(f"command line: empty key in {text!r}")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        value = raw  # not YAML: take it as a plain string
-    return key, value
-
-
-def _merge(base: dict, top: dict) -> dict:
-    out = dict(base)
-    for key, value in top.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
-def shipped_dir() -> Path:
-    """The folder of the shipped configs: ``udas_ray/conf`` in an installed package, the
-    checkout's ``conf/`` otherwise (pyproject.toml installs the one as the other)."""
-    here = Path(__file__).resolve().parent
-    installed = here / "conf"
-    return installed if installed.is_dir() else here.parent / "conf"
-
-
-def shipped_names() -> list[str]:
-    return sorted(p.stem for p in shipped_dir().glob("*.yaml"))
-
-
-def config_path(path: str | Path) -> Path:
-    """``path`` itself if it is a file; a bare name (``default``, ``sweep.yaml``) of a shipped
-    config otherwise; an error naming the path and the shipped names if neither exists."""
-    path = Path(path)
-    if path.is_file():
-        return path
-    if path.parent == Path("."):
-        shipped = shipped_dir() / (path.name if path.suffix else f"{path.name}.yaml")
-        if shipped.is_file():
-            return shipped
-    raise UdasError(f"{path}: config file not found (shipped configs, by name: {', '.join(shipped_names())})")
-
-
-def read_yaml(path: str | Path, _seen: tuple = ()) -> dict:
-    """A config file (or a shipped config's name) as a dict. ``extends: other.yaml`` (relative
-    to the file) starts from that file and overlays this one, so a sweep file only states what
-    it changes."""
-    path = config_path(path)
-    try:
-        tree = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise UdasError(f"{path}: not valid YAML{where}") from None
-    if not isinstance(tree, dict):
-        raise UdasError(f"{path}: the config must be a mapping of sections")
-    base = tree.pop("extends", None)
-    if base is not None:
-        base_path = (path.parent / str(base)).resolve()
-        if base_path in _seen:
-            raise UdasError(f"{path}: 'extends' loops back to {base_path}")
-        tree = _merge(read_yaml(base_path, _seen + (base_path,)), tree)
-    return tree
+    return config_loading.validate(Config, tree, origin)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Read a YAML file (or the schema's defaults), apply ``key=value`` overrides, validate."""
-    tree = read_yaml(path) if path else {}
-    origin = str(path) if path else "config"
-    _check_keys(tree, origin)
-    tree = copy.deepcopy(tree)
-    for text in overrides:
-        key, value = parse_override(text)
-        _set_dotted(tree, key, value, origin="command line")
-        origin = f"{path or 'config'} + command line"
-    return validate(tree, origin)
+    return config_loading.load(Config, path, overrides)
 
 
 def diff(a: Config, b: Config, ignore: tuple[str, ...] = ()) -> dict[str, tuple[Any, Any]]:
