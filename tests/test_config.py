@@ -351,15 +351,17 @@ def test_keys_table_lists_every_leaf_key_with_its_default():
     assert all(line.count("|") == 5 for line in table.splitlines())  # no stray pipes in a description
 
 
-def test_readme_keys_table_is_generated_from_the_schema():
+def test_config_doc_keys_table_is_generated_from_the_schema():
     import re
-    from udas_ray.keys_table import keys_table
+    from udas_ray.keys_table import KEYS_DOC, keys_table
 
-    readme = (CONF.parent / "README.md").read_text()
-    found = re.search(r"<!-- keys:start -->\n(.*?)<!-- keys:end -->", readme, flags=re.S)
-    assert found, "README.md: no <!-- keys:start --> / <!-- keys:end --> markers"
+    assert KEYS_DOC == "docs/CONFIG.md"
+    doc = (CONF.parent / KEYS_DOC).read_text()
+    found = re.search(r"<!-- keys:start -->\n(.*?)<!-- keys:end -->", doc, flags=re.S)
+    assert found, "docs/CONFIG.md: no <!-- keys:start --> / <!-- keys:end --> markers"
     assert found.group(1) == keys_table() + "\n", \
-        "README.md's key table is stale: python -m udas_ray.keys_table --keys-table --write README.md"
+        "docs/CONFIG.md's key table is stale: python -m udas_ray.keys_table --keys-table --write docs/CONFIG.md"
+    assert "keys:start" not in (CONF.parent / "README.md").read_text()  # one table, in one place
 
 
 def test_keys_table_command_writes_between_the_markers(tmp_path):
@@ -380,6 +382,12 @@ def test_keys_table_command_writes_between_the_markers(tmp_path):
     doc.write_text("no markers\n")
     proc = run("--keys-table", "--write", str(doc))
     assert proc.returncode == 2 and "keys:start" in proc.stderr and doc.read_text() == "no markers\n"
+    (tmp_path / "docs").mkdir()  # --write alone: docs/CONFIG.md of the folder it runs in
+    (tmp_path / "docs" / "CONFIG.md").write_text("<!-- keys:start -->\n<!-- keys:end -->\n")
+    proc = subprocess.run([sys.executable, "-m", "udas_ray.keys_table", "--keys-table", "--write"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "docs" / "CONFIG.md").read_text() == f"<!-- keys:start -->\n{keys_table()}\n<!-- keys:end -->\n"
 
 
 @pytest.mark.parametrize("override, key", [

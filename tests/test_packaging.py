@@ -1,5 +1,5 @@
 """The package as users get it: console scripts over the same functions as jobs/, the shipped
-configs found by name, the package list in pyproject.toml, and the README's Python API example."""
+configs found by name, the package list in pyproject.toml, and the Python API example of docs/USAGE.md."""
 
 import importlib.util
 import re
@@ -56,13 +56,14 @@ def test_shipped_configs_load_by_name_and_extend_each_other():
 
 
 def readme_example() -> str:
-    text = (REPO / "README.md").read_text()
-    section = text.split("## Installing, console scripts, Python API", 1)[1]
+    """The Python API example of docs/USAGE.md (the README links to it)."""
+    text = (REPO / "docs" / "USAGE.md").read_text()
+    section = text.split("\n## Python API\n", 1)[1]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
 def test_the_readme_python_example_runs(ray_session, tiny_data, tmp_path, monkeypatch, capsys):
-    """The README's example as written, with the config shrunk to the tiny data set."""
+    """The docs' example as written, with the config shrunk to the tiny data set."""
     from test_jobs import tiny_overrides
 
     source, target = tiny_data
@@ -71,7 +72,7 @@ def test_the_readme_python_example_runs(ray_session, tiny_data, tmp_path, monkey
                         raising=False)
     monkeypatch.chdir(tmp_path)
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 70, 3), dtype=np.uint8)).save("street.png")
-    exec(compile(readme_example(), "README.md (Python API)", "exec"), {})
+    exec(compile(readme_example(), "docs/USAGE.md (Python API)", "exec"), {})
     out = capsys.readouterr().out
     assert re.search(r"teacher  mIoU \d+\.\d", out) and re.search(r"round_1  mIoU \d+\.\d", out)
     assert "round_1 (40, 70) uint8" in out  # the last finished stage, at the image's own size

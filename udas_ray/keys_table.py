@@ -1,7 +1,10 @@
-"""The README's key table, rendered from the config schema: every leaf key, its default, what it
-accepts and what it means (the comments beside the field in ``udas_ray/config.py``).
+"""The key table of docs/CONFIG.md, rendered from the config schema: every leaf key, its default,
+what it accepts and what it means (the comments beside the field in ``udas_ray/config.py``).
 
-    python -m udas_ray.keys_table --keys-table --write README.md
+    python -m udas_ray.keys_table --keys-table --write docs/CONFIG.md
+
+``--write`` without a file writes docs/CONFIG.md (relative to the current folder, the repository
+root), between its ``<!-- keys:start -->`` / ``<!-- keys:end -->`` markers.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from udas_ray.config import Config
 from udas_ray.errors import UdasError
 
 KEYS_START, KEYS_END = "<!-- keys:start -->", "<!-- keys:end -->"
+KEYS_DOC = "docs/CONFIG.md"  # where the table lives; a test fails when it is stale there
 
 
 def _field_comments() -> dict[tuple[str, str], str]:
@@ -113,7 +117,8 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser(prog="python -m udas_ray.keys_table", description="The config schema's key table.")
     parser.add_argument("--keys-table", action="store_true", help="print every key, its default and meaning (Markdown)")
-    parser.add_argument("--write", metavar="DOC", help="put the table between DOC's keys markers instead (README.md)")
+    parser.add_argument("--write", metavar="DOC", nargs="?", const=KEYS_DOC,
+                        help=f"put the table between DOC's keys markers instead (default DOC: {KEYS_DOC})")
     args = parser.parse_args()
     if not args.keys_table:
         parser.error("nothing to do: give --keys-table")
