@@ -68,12 +68,12 @@ def main(argv=None) -> int:
     ap.add_argument("--num-train", type=int, default=DEFAULT_NUM_TRAIN, help="target train images")
     ap.add_argument("--num-val", type=int, default=DEFAULT_NUM_VAL, help="target val images")
     for key, default in SOURCE_KNOBS.items():
-        ap.add_argument(f"--{key}", type=float, default=default, help=f"source knob (default {default})")
+        ap.add_argument(f"--{key}", type=float, help=f"knob of a rendered domain (source's default {default})")
     ap.add_argument("--sheet", metavar="PNG", help="also write a contact sheet of both domains")
     ap.add_argument("--stats", type=int, metavar="N", help="print class frequencies over N scenes of --domain")
     args = ap.parse_args(argv)
     try:
-        knobs = {key: getattr(args, key) for key in SOURCE_KNOBS}
+        knobs = {key: getattr(args, key) for key in SOURCE_KNOBS if getattr(args, key) is not None}
         rendered = not DOMAINS[args.domain].camera
         default_size = DEFAULT_SOURCE_SIZE if rendered else DEFAULT_TARGET_SIZE
         size = tuple(args.size) if args.size else default_size

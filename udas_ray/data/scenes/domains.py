@@ -14,6 +14,7 @@ frequencies, another engine). Each pair is one source domain and one target doma
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from udas_ray.errors import UdasError
@@ -26,9 +27,10 @@ class Domain:
     ``stream`` seeds the scene's random draws with (seed, stream, split, index), so two
     domains never share images. ``camera`` switches on what a real camera sees and a game
     engine leaves out (aerial haze, soft shadows, signs seen from behind, shop fronts, the ego
-    hood; the source's knobs and flying distractors are for the others). ``palette`` and
-    ``layout`` name entries of :data:`PALETTES` and :data:`LAYOUTS`; ``finish`` names the
-    finishing of :class:`~.looks.Looks` (``game``, ``toon``, ``camera``, ``material``, ``weather``).
+    hood). ``palette`` and ``layout`` name entries of :data:`PALETTES` and :data:`LAYOUTS`;
+    ``finish`` names the finishing of :class:`~.looks.Looks` (``game``, ``toon``, ``camera``,
+    ``material``, ``weather``). ``knobs``: a rendered domain's randomization knobs by default
+    (the keys of :data:`SOURCE_KNOBS`; a call may override them); a camera domain has none.
     """
 
     name: str
@@ -38,15 +40,27 @@ class Domain:
     layout: str
     finish: str
     about: str
+    knobs: Mapping[str, float] | None = None
 
+
+# Source-domain randomization knobs, each in [0, 1] (0 switches it off): the game engine's
+# defaults. The toon engine has none of them: its few palette colours are all it draws.
+SOURCE_KNOBS = {
+    "jitter": 0.12,  # per-object palette jitter (brightness +-jitter, per-channel noise)
+    "textures": 0.3,  # probability per class and image of a simple procedural texture
+    "distractors": 0.3,  # probability per image of 1-4 flying void shapes (labelId 0)
+    "lighting": 0.25,  # amplitude of a random global brightness and linear gradient
+}
+NO_KNOBS = dict.fromkeys(SOURCE_KNOBS, 0.0)
 
 DOMAINS = {d.name: d for d in (
     Domain("source", 1, False, "source", "source", "game",
-           "a game engine: saturated colour families, cel shading, crisp edges, no noise"),
+           "a game engine: saturated colour families, cel shading, crisp edges, no noise", SOURCE_KNOBS),
     Domain("target", 2, True, "target", "target", "camera",
            "a real-like camera: muted colours, textures, sun, haze, blur, sensor noise, ego hood"),
     Domain("source_toon", 3, False, "source_toon", "source", "toon",
-           "another engine: pastel palettes, smooth gradient shading, ink outlines, posterized colour"),
+           "another engine with a small asset library: a few pastel colours per class, soft light from above, "
+           "posterized colour, ink outlines, none of the game engine's randomization", NO_KNOBS),
     Domain("target_material", 4, True, "target_material", "target", "material",
            "the camera over other materials: cobblestones, slate tiles, glass facades, graffiti, autumn leaves"),
     Domain("target_weather", 5, True, "target", "target", "weather",
@@ -66,10 +80,11 @@ PAIRS = {
 # What each pair tests (the README's and bench/suite.py's words).
 PAIR_GAPS = {
     "street": "appearance and layout together: a game engine against a real-like camera (the original benchmark)",
-    "material": "surface materials the source never shows (cobblestones, slate, glass, graffiti, autumn foliage)",
+    "material": "surface materials the source never shows (pavers, slate, glass facades, graffiti, autumn foliage)",
     "sensor": "sensor and light: dusk, night, fog and rain, colour casts, gamma, heavy noise and blur",
     "geometry": "camera height and field of view, road widths and class frequencies",
-    "engine": "the source from another engine (pastel toon shading, ink outlines); the same real-like target",
+    "engine": "the source from another engine (a few pastel colours per class, toon shading, ink outlines, no "
+              "randomization); the same real-like target",
 }
 
 
@@ -85,13 +100,6 @@ SPLITS = {"train": 1, "val": 2}
 TARGET_CITIES = {
     "train": ("alderon", "brindle", "castmoor", "dunwick", "elmhurst"),
     "val": ("corvia", "fennick"),
-}
-# Source-domain randomization knobs, each in [0, 1] (0 switches it off).
-SOURCE_KNOBS = {
-    "jitter": 0.12,  # per-object palette jitter (brightness +-jitter, per-channel noise)
-    "textures": 0.3,  # probability per class and image of a simple procedural texture
-    "distractors": 0.3,  # probability per image of 1-4 flying void shapes (labelId 0)
-    "lighting": 0.25,  # amplitude of a random global brightness and linear gradient
 }
 # Palette jitter of the target (fixed; the source's is the "jitter" knob).
 TARGET_JITTER = 0.05
@@ -281,9 +289,10 @@ LAYOUTS["target_geometry"] = {
 
 
 def check_knobs(name: str, knobs: dict) -> dict:
-    """The full knob dict of domain ``name``: a rendered (non-camera) domain takes
-    :data:`SOURCE_KNOBS` overridden by ``knobs``; a camera domain has none (``{}``)."""
-    if domain(name).camera:
+    """The full knob dict of domain ``name``: a rendered (non-camera) domain takes its own
+    defaults (:attr:`Domain.knobs`) overridden by ``knobs``; a camera domain has none (``{}``)."""
+    spec = domain(name)
+    if spec.knobs is None:
         if knobs:
             raise UdasError(f"the {name} domain has a fixed appearance; unknown knob(s) {sorted(knobs)}")
         return {}
@@ -291,7 +300,7 @@ def check_knobs(name: str, knobs: dict) -> dict:
     if unknown:
         raise UdasError(f"unknown source scene knob(s) {unknown}; known: {sorted(SOURCE_KNOBS)}")
     out = {}
-    for key, default in SOURCE_KNOBS.items():
+    for key, default in spec.knobs.items():
         value = knobs.get(key, default)
         try:
             value = float(value)

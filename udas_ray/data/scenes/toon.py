@@ -3,7 +3,10 @@
 Where the ``game`` engine shades with two flat tones and grades colours vividly, this one
 lights every surface softly from above, fades its sky to a pale horizon, posterizes colour
 to a few levels and inks an outline around every object (as toon shaders draw silhouettes
-from object ids). The ``lighting`` knob applies as in the game engine; it has no textures.
+from object ids). It is an engine with a small asset library: by default none of the game
+engine's randomization knobs (no palette jitter, distractors or random lighting), so each
+object is one of its palette's few colours; the ``lighting`` knob, turned on, applies as in the
+game engine (it draws no textures).
 """
 
 from __future__ import annotations
