@@ -8,7 +8,8 @@ writes nothing:
   label, and otherwise fails as the last stage, after the whole pipeline has run;
 - ``scaling.use_gpu`` on a machine without a GPU: Ray would wait forever for one;
 - the model: built once on CPU from ``model.name`` and ``model.options``, then loaded with
-  ``model.pretrained`` - else the first stage fails after Ray has started.
+  ``model.pretrained`` (or, where it is null, the model's default weights, e.g. an installed
+  package's) - else the first stage fails after Ray has started.
 
 Source labels are checked by ``data.splits.load_splits`` already (every source image needs one).
 """
@@ -60,16 +61,14 @@ def gpu(cfg: Config) -> None:
 
 def model(cfg: Config) -> None:
     from udas_ray.classes import NUM_CLASSES
-    from udas_ray.models import build_segmenter
-    from udas_ray.models.deeplab import load_backbone_weights
+    from udas_ray.models import SCRATCH, build_segmenter, load_pretrained
 
     options = {**cfg.model.options, "freeze_bn": cfg.model.freeze_bn}  # as stages.segment.build_model
     try:
-        segmenter = build_segmenter(cfg.model.name, NUM_CLASSES, **options)
+        segmenter = build_segmenter(cfg.model.name, NUM_CLASSES, SCRATCH, **options)
     except (UdasError, TypeError, ValueError, RuntimeError) as exc:
         raise UdasError(f"model.options={dict(cfg.model.options)}: {exc}") from None
-    if cfg.model.pretrained:
-        try:
-            load_backbone_weights(segmenter.backbone, cfg.model.pretrained)
-        except UdasError as exc:
-            raise (exc if "model.pretrained" in str(exc) else UdasError(f"model.pretrained: {exc}")) from None
+    try:  # null too: a model may load default weights (an installed package's)
+        load_pretrained(segmenter, cfg.model.name, cfg.model.pretrained)
+    except UdasError as exc:
+        raise (exc if "model.pretrained" in str(exc) else UdasError(f"model.pretrained: {exc}")) from None

@@ -30,13 +30,14 @@ import torch.nn.functional as F
 from udas_ray.errors import UdasError
 
 __all__ = [
-    "MODEL_NAMES",
+    "NAMES",
     "ASPP",
     "BasicBlock",
     "Bottleneck",
     "DeepLabV2",
     "ResNet",
-    "build_segmenter",
+    "Segmenter",
+    "build_deeplabv2",
     "load_backbone_weights",
     "param_groups",
 ]
@@ -185,23 +186,24 @@ class ASPP(nn.Module):
 
 
 # ---------------------------------------------------------------------------- model
-class DeepLabV2(nn.Module):
-    """``backbone`` (ResNet) + ``classifier`` (ASPP); logits at input resolution.
+class Segmenter(nn.Module):
+    """``backbone`` + ``classifier`` (which ``param_groups`` gives 10x the learning rate);
+    logits at input resolution. The base of every segmenter (DeepLabV2, efficientnet.py's).
 
     With ``freeze_bn=True`` every BatchNorm stays in eval mode (running statistics
     are used and never updated) even while the model is in train mode; its affine
     weights still train. Only sensible with pretrained weights.
     """
 
-    def __init__(self, backbone: ResNet, num_classes: int, aspp_dilations: Sequence[int], freeze_bn: bool = False):
+    def __init__(self, backbone: nn.Module, classifier: nn.Module, num_classes: int, freeze_bn: bool = False):
         super().__init__()
         self.backbone = backbone
-        self.classifier = ASPP(backbone.out_channels, num_classes, aspp_dilations)
+        self.classifier = classifier
         self.num_classes = num_classes
         self.freeze_bn = freeze_bn
         self.train()
 
-    def train(self, mode: bool = True) -> "DeepLabV2":
+    def train(self, mode: bool = True) -> "Segmenter":
         super().train(mode)
         if mode and self.freeze_bn:
             for m in self.modules():
@@ -214,6 +216,13 @@ class DeepLabV2(nn.Module):
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
+class DeepLabV2(Segmenter):
+    """``backbone`` (ResNet) + ``classifier`` (ASPP); ``freeze_bn`` as :class:`Segmenter`'s."""
+
+    def __init__(self, backbone: ResNet, num_classes: int, aspp_dilations: Sequence[int], freeze_bn: bool = False):
+        super().__init__(backbone, ASPP(backbone.out_channels, num_classes, aspp_dilations), num_classes, freeze_bn)
+
+
 # -------------------------------------------------------------------------- builder
 _RESNETS = {
     "deeplabv2_resnet101": (Bottleneck, (3, 4, 23, 3)),
@@ -221,7 +230,7 @@ _RESNETS = {
     "deeplabv2_resnet34": (BasicBlock, (3, 4, 6, 3)),
     "deeplabv2_resnet18": (BasicBlock, (2, 2, 2, 2)),
 }
-MODEL_NAMES: tuple[str, ...] = (*_RESNETS, "deeplabv2_tiny")
+NAMES: tuple[str, ...] = (*_RESNETS, "deeplabv2_tiny")
 
 # deeplabv2_tiny defaults, chosen by measurement on the embedded benchmark (96 x 192, 2 CPU
 # cores): the DeepLab-v2 recipe at small scale. A single 3x3 stride-2 stem conv instead of
@@ -252,8 +261,9 @@ def _tuple_of_ints(name: str, key: str, value, length: int | None = None) -> tup
     return out
 
 
-def build_segmenter(name: str, num_classes: int, pretrained: str | None = None, **options) -> nn.Module:
-    """Build a DeepLab-v2 segmenter by name; optionally load a local ResNet state dict.
+def build_deeplabv2(name: str, num_classes: int, **options) -> DeepLabV2:
+    """A DeepLab-v2 segmenter by name, with random weights (:func:`load_backbone_weights` loads
+    a torchvision ResNet state dict; udas_ray.models.build_segmenter does both).
 
     Options (all models): ``freeze_bn`` (bool, default False), ``aspp_dilations``,
     ``zero_init_residual`` (bool, default True: the last BatchNorm of every residual
@@ -261,8 +271,6 @@ def build_segmenter(name: str, num_classes: int, pretrained: str | None = None, 
     ``deeplabv2_tiny`` also takes ``widths``, ``depths``, ``strides``, ``dilations``
     (four integers each, one per stage).
     """
-    if name not in MODEL_NAMES:
-        raise UdasError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
     valid = _COMMON_OPTIONS + (("widths", "depths", "strides", "dilations") if name == "deeplabv2_tiny" else ())
     unknown = sorted(set(options) - set(valid))
     if unknown:
@@ -281,10 +289,7 @@ def build_segmenter(name: str, num_classes: int, pretrained: str | None = None, 
         backbone = ResNet(block, depths, zero_init_residual=zero_init)
         aspp = _tuple_of_ints(name, "aspp_dilations", options.get("aspp_dilations", (6, 12, 18, 24)))
 
-    model = DeepLabV2(backbone, num_classes, aspp, freeze_bn=freeze_bn)
-    if pretrained is not None:
-        load_backbone_weights(model.backbone, pretrained)
-    return model
+    return DeepLabV2(backbone, num_classes, aspp, freeze_bn=freeze_bn)
 
 
 # -------------------------------------------------------------------------- weights
@@ -316,18 +321,21 @@ def _strip_prefixes(key: str) -> str:
     return key
 
 
-def load_backbone_weights(backbone: nn.Module, path: str) -> None:
-    """Load a torchvision-format ResNet state dict from ``path`` into ``backbone``.
+def load_backbone_weights(backbone: nn.Module, path: str, kind: str = "torchvision ResNet",
+                          skip: tuple[str, ...] = ("fc.",)) -> list[str]:
+    """Load a state dict of a ``kind`` backbone (default: torchvision-format ResNet) from ``path``
+    into ``backbone``; the keys (of a classification head) starting with one of ``skip`` are
+    left out, and returned.
 
     Accepts a plain state dict, or one wrapped as {"state_dict": ...} / {"model": ...},
-    with keys optionally prefixed by "module." or "backbone.". ``fc.*`` keys are
-    ignored. Anything that does not fit exactly raises :class:`UdasError`.
+    with keys optionally prefixed by "module." or "backbone.". Anything that does not fit
+    exactly raises :class:`UdasError`, one line naming the file.
     """
     where = f"pretrained weights {path}"
     if os.path.isdir(path):
-        raise UdasError(f"{where}: is a directory; model.pretrained must be a local torchvision ResNet state dict file (.pth)")
+        raise UdasError(f"{where}: is a directory; model.pretrained must be a local {kind} state dict file (.pth)")
     if not os.path.isfile(path):
-        raise UdasError(f"{where}: file not found; model.pretrained must be a local torchvision ResNet state dict (.pth)")
+        raise UdasError(f"{where}: file not found; model.pretrained must be a local {kind} state dict (.pth)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # not a torch file, truncated, or pickles arbitrary objects
@@ -343,10 +351,12 @@ def load_backbone_weights(backbone: nn.Module, path: str) -> None:
     ):
         raise UdasError(f"{where}: not a state dict (expected a mapping of parameter names to tensors, got {type(obj).__name__})")
 
-    given = {}
+    given, skipped = {}, []
     for key, value in obj.items():
         key = _strip_prefixes(key)
-        if not key.startswith("fc."):
+        if key.startswith(skip):
+            skipped.append(key)
+        else:
             given[key] = value
 
     expected = backbone.state_dict()
@@ -354,16 +364,17 @@ def load_backbone_weights(backbone: nn.Module, path: str) -> None:
     missing = [k for k in expected if k not in given and not k.endswith("num_batches_tracked")]
     if missing:
         raise UdasError(f"{where}: {len(missing)} of {len(expected)} backbone keys missing (e.g. {_first(missing)}); "
-                        f"is it a state dict of the matching torchvision ResNet?")
+                        f"is it a state dict of the matching {kind}?")
     unexpected = [k for k in given if k not in expected]
     if unexpected:
         raise UdasError(f"{where}: {len(unexpected)} unexpected keys (e.g. {_first(unexpected)}); "
-                        f"is it a state dict of the matching torchvision ResNet?")
+                        f"is it a state dict of the matching {kind}?")
     for key, value in expected.items():
         if key in given and given[key].shape != value.shape:
             raise UdasError(f"{where}: shape mismatch at {key}: file has {tuple(given[key].shape)}, "
                             f"model expects {tuple(value.shape)}")
     backbone.load_state_dict(given, strict=False)
+    return skipped
 
 
 # ------------------------------------------------------------------------ optimizer
