@@ -39,7 +39,7 @@ from udas_ray.config import load_config
 from udas_ray.data.splits import load_splits
 from udas_ray.flops import count_step_flops
 from udas_ray.inference import predict_probs
-from udas_ray.models import build_segmenter
+from udas_ray.models import SCRATCH, build_segmenter
 from udas_ray.stages import pseudo
 
 PLAIN_THREADS = 2
@@ -128,7 +128,7 @@ def main():
         if args.limit:
             split = replace(split, samples=split.samples[: args.limit])
         peak = machine_peak(PLAIN_THREADS)
-        model = build_segmenter(cfg.model.name, NUM_CLASSES, **cfg.model.options)
+        model = build_segmenter(cfg.model.name, NUM_CLASSES, SCRATCH, **cfg.model.options)
         view_flops = flops_per_view(model, cfg)
         model_path = save_model(tmp / "teacher.pt", model, model_name=cfg.model.name, num_classes=NUM_CLASSES,
                                 model_options=dict(cfg.model.options), stage="bench", step=0, config={})

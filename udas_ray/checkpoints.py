@@ -122,7 +122,7 @@ def load_state_into(model: torch.nn.Module, state_dict: dict, path: str | Path) 
 
 def load_model(path: str | Path, expect_name: str | None = None) -> tuple[torch.nn.Module, dict]:
     """(model in eval mode, the file's metadata) from a model file."""
-    from udas_ray.models import build_segmenter
+    from udas_ray.models import SCRATCH, build_segmenter
 
     blob = read_model_file(path)
     if expect_name and blob["model_name"] != expect_name:
@@ -130,7 +130,8 @@ def load_model(path: str | Path, expect_name: str | None = None) -> tuple[torch.
             f"{path}: holds a {blob['model_name']} model but model.name is {expect_name}; "
             "use the same model.name or start the student fresh (self_training.init=fresh)"
         )
-    model = build_segmenter(blob["model_name"], blob["num_classes"], **blob.get("model_options", {}))
+    # the file holds every weight: no ImageNet file is read only to be overwritten
+    model = build_segmenter(blob["model_name"], blob["num_classes"], SCRATCH, **blob.get("model_options", {}))
     load_state_into(model, blob["state_dict"], path)
     model.eval()
     return model, blob

@@ -22,7 +22,10 @@ def absolute_paths(cfg: Config, cwd: str | Path | None = None) -> Config:
         path = os.path.expanduser(path)
         return path if os.path.isabs(path) else os.path.normpath(os.path.join(cwd, path))
 
-    changes = {key: absolute(cfg.get(key)) for key in PATH_KEYS if cfg.get(key)}
+    from udas_ray.models import SCRATCH
+
+    # model.pretrained=scratch names no file: random weights for a model whose default is pretrained
+    changes = {key: absolute(cfg.get(key)) for key in PATH_KEYS if cfg.get(key) and cfg.get(key) != SCRATCH}
     uri = cfg.mlflow.tracking_uri or ""
     db = uri[len(SQLITE):]
     if uri.startswith(SQLITE) and db and db != ":memory:":
