@@ -12,6 +12,7 @@ from udas_ray.checkpoints import read_model_file
 from udas_ray.data.batches import BatchBuilder, stage_seed
 from udas_ray.data.splits import load_splits
 from udas_ray.stages import kinds, loop, segment, style
+from udas_ray.stages.runtime import Session
 
 TIMING = {"seconds", "steps_per_s", "seconds_per_step", "data_wait_share", "gflops_per_s", "mfu", "peak_gflops"}
 
@@ -50,7 +51,7 @@ def test_slots_come_from_the_stage_seed_not_the_process(tiny_cfg, tmp_path):
 
 def test_the_style_recipe_is_seeded_too(tiny_cfg, tmp_path):
     splits = load_splits(tiny_cfg)
-    spec = style.build_spec(splits.source, splits.target_train, tmp_path / "style")
+    spec = style.StyleSpec.from_splits(splits.source, splits.target_train, tmp_path / "style")
     builder_cls, kwargs = loop.batch_kwargs(tiny_cfg, spec)
     first = builder_cls(**kwargs)({"id": np.arange(3)})
     again = builder_cls(**kwargs)({"id": np.arange(3)})
@@ -128,7 +129,7 @@ def test_two_plain_style_runs_with_the_same_seed_are_identical(tiny_cfg, tmp_pat
                              "style.log_every": 3})
     splits = load_splits(cfg)
     for name in ("a", "b"):
-        spec = style.build_spec(splits.source, splits.target_train, tmp_path / name)
+        spec = style.StyleSpec.from_splits(splits.source, splits.target_train, tmp_path / name)
         style.run_plain(cfg, spec, checkpoint_dir=tmp_path / f"c{name}")
     ga, _ = style.load_generator(tmp_path / "a" / style.GENERATOR_FILE)
     gb, _ = style.load_generator(tmp_path / "b" / style.GENERATOR_FILE)
@@ -142,12 +143,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-class _FakeSession:
+class _FakeSession(Session):
+    """A worker of a process group without Ray Train: the session's own broadcast runs."""
+
     def __init__(self, rank, world):
         self.rank, self.world, self.device = rank, world, torch.device("cpu")
-
-    def average_gradients(self, module):
-        pass
 
 
 def _prepare_adversary(rank, world, port, out_dir):

@@ -16,7 +16,8 @@ from udas_ray import driver, fingerprint
 from udas_ray.config import load_config
 from udas_ray.data.splits import load_splits
 from udas_ray.errors import UdasError
-from udas_ray.stages import pseudo, segment
+from udas_ray.stages import kinds, pseudo, segment, translate
+from udas_ray.stages.kinds import KINDS
 from udas_ray.sweep import INPUTS_FILE, check_resume, record_inputs, reset_sweep_dir
 
 REPO = Path(__file__).resolve().parent.parent
@@ -41,17 +42,38 @@ def test_fresh_forgets_everything_derived_from_the_old_config(tmp_path):
 def test_stages_know_their_parents_and_the_splits_they_read(tiny_cfg):
     cfg = tiny_cfg.override({"style.enabled": True, "run.baselines": True, "self_training.rounds": 2})
     stages = driver.plan(cfg)
-    parents = fingerprint.stage_parents(stages, cfg)
+    parents = {s.name: s.parents for s in stages}
     assert parents["teacher"] == ["style"] and parents["pseudo_1"] == ["teacher"]
     assert parents["round_1"] == ["pseudo_1", "teacher"] and parents["round_2"] == ["pseudo_2", "round_1"]
     assert parents["oracle"] == [] and parents["source_only"] == []
-    fresh = fingerprint.stage_parents(stages, cfg.override({"self_training.init": "fresh"}))
-    assert fresh["round_2"] == ["pseudo_2"]
-    reads = {s.name: set(fingerprint.splits_read(s, cfg)) for s in stages}
+    fresh = {s.name: s.parents for s in driver.plan(cfg.override({"self_training.init": "fresh"}))}
+    assert fresh["round_2"] == ["pseudo_2"] and fresh["pseudo_2"] == ["round_1"]  # a round labels with the last one
+    reads = {s.name: set(KINDS[s.kind].splits_read(cfg, s.restyled)) for s in stages}
     assert reads["source_only"] == {"source", "target_val"}
     assert reads["teacher"] == {"target_train", "target_val"}  # its source is the style stage's output
     assert reads["pseudo_1"] == {"target_train"} and reads["style"] == {"source", "target_train"}
 
+
+@pytest.mark.parametrize("options", [{}, {"self_training.source_share": 0.2, "self_training.source_classmix": 0.5,
+                                          "data.target.labeled": 0, "loss.lambda_entropy": 0.1}])
+def test_a_segmentation_kind_records_every_split_its_spec_draws_from(tiny_cfg, tmp_path, options):
+    """The recorded inputs hold each split build_spec may read: an image added to one of them
+    makes the stage run again."""
+    from udas_ray.data.readers import Split
+
+    cfg = tiny_cfg.override(options)
+    splits = load_splits(cfg)
+    owner = {s.image: name for name in ("source", "target_train", "target_val") for s in getattr(splits, name).samples}
+    labels = Split("pseudo", "x", "train", splits.target_train.samples, "labelids")
+    for kind in (k for k in KINDS.values() if k.trains_on is not None):
+        if kind.trains_on == "labeled_target" and not splits.target_labeled:
+            continue  # the SL baseline is planned only with labeled target images
+        spec = kinds.build_spec(cfg, splits, kind.name, kind.name, tmp_path / kind.name, pseudo=labels)
+        s = spec.streams
+        lists = [s.sup, s.mix_source, s.mix_target, s.target, s.labeled, s.paste, spec.adabn, spec.val,
+                 *(pool for pool, _ in s.sup_alternates)]
+        drawn = {owner[image] for found in lists for image, _, _ in found}
+        assert drawn <= set(kind.splits_read(cfg, restyled=False)), kind.name
 
 def test_changes_name_what_changed(tiny_cfg):
     splits = load_splits(tiny_cfg)
@@ -138,17 +160,17 @@ def test_restyled_source_is_reused_only_with_its_own_generator(tmp_path):
     restyled.mkdir(parents=True)
     generator = tmp_path / "generator.pt"
     generator.write_bytes(b"weights one")
-    assert fingerprint.restyled_changes(restyled, generator, "train_size") == []  # nothing published yet
+    assert translate.restyled_changes(restyled, generator, "train_size") == []  # nothing published yet
     (restyled / "translated.json").write_text(json.dumps({"images": 3, "label_kind": "labelids",
                                                           "generator": str(generator), "translate_at": "train_size"}))
-    assert fingerprint.restyled_changes(restyled, generator, "train_size") == ["no generator hash recorded"]
+    assert translate.restyled_changes(restyled, generator, "train_size") == ["no generator hash recorded"]
     (restyled / "translated.json").write_text(json.dumps({"images": 3, "label_kind": "labelids",
-                                                          **fingerprint.generator_record(generator, "train_size")}))
-    assert fingerprint.restyled_changes(restyled, generator, "train_size") == []
-    assert fingerprint.restyled_changes(restyled, generator, "original") == [
+                                                          **translate.generator_record(generator, "train_size")}))
+    assert translate.restyled_changes(restyled, generator, "train_size") == []
+    assert translate.restyled_changes(restyled, generator, "original") == [
         "style.translate_at train_size -> original"]
     generator.write_bytes(b"weights two")
-    assert fingerprint.restyled_changes(restyled, generator, "train_size") == ["generator file changed"]
+    assert translate.restyled_changes(restyled, generator, "train_size") == ["generator file changed"]
 
 
 # ------------------------------------------------------------------------------- sweeps

@@ -165,7 +165,7 @@ def test_a_tiny_simgan_stage_runs_through_the_loop_and_writes_its_refiner_and_gr
     source, target = readers.read_gta5(source_root), readers.read_cityscapes(target_root, "train")
     cfg = tiny_cfg.override({**TINY, "style.noise_channels": 1, "train.peak_gflops": 1.0})  # no peak measurement
     out = tmp_path / "style"
-    metrics = style.run_plain(cfg, style.build_spec(source, target, out), checkpoint_dir=tmp_path / "ckpt")
+    metrics = style.run_plain(cfg, style.StyleSpec.from_splits(source, target, out), checkpoint_dir=tmp_path / "ckpt")
     assert metrics["step"] == 4
     assert all(np.isfinite(metrics[k]) for k in ("loss_r", "loss_adv", "loss_reg", "loss_d"))
     state = torch.load(tmp_path / "ckpt" / "state.pt", weights_only=True)
@@ -187,7 +187,7 @@ def test_a_tiny_simgan_stage_runs_through_the_loop_and_writes_its_refiner_and_gr
 def test_simgan_gives_the_plan_a_style_refined_row(tiny_cfg):
     cfg = tiny_cfg.override({"style.enabled": True, "style.method": "simgan", "self_training.rounds": 0})
     rows = [(s.name, s.kind, s.restyled) for s in plan(cfg)]
-    assert rows == [("style", "style", False), ("style_refined", "source_only", True), ("teacher", "teacher", True)]
+    assert rows == [("style", "style", False), ("style_refined", "source_restyled", True), ("teacher", "teacher", True)]
     assert [s.name for s in plan(cfg.override({"style.method": "cyclegan"}))][1] == "style_transfer"
 
 

@@ -11,6 +11,7 @@ from PIL import Image
 
 from udas_ray import tracking
 from udas_ray.data import readers
+from udas_ray.data.batches import items
 from udas_ray.models import cyclegan
 from udas_ray.errors import UdasError
 from udas_ray.stages import style, translate
@@ -113,12 +114,12 @@ def test_config_rejects_sizes_the_generator_cannot_keep(tiny_cfg):
 def test_plain_loop_checkpoints_writes_grids_and_resumes(tiny_cfg, tiny_data, tmp_path):
     source, target = _splits(tiny_data)
     cfg = _cfg(tiny_cfg)
-    src, tgt = style.image_items(source), style.image_items(target)
+    src, tgt = items(source), items(target)
     batch = style.StyleBatchBuilder(src, tgt, (32, 64), seed=0)({"id": np.arange(3)})
     assert batch["source"].shape == batch["target"].shape == (3, 32, 64, 3) and batch["source"].dtype == np.uint8
 
     out = tmp_path / "style"
-    spec = style.build_spec(source, target, out)
+    spec = style.StyleSpec.from_splits(source, target, out)
     metrics = style.run_plain(cfg, spec, checkpoint_dir=tmp_path / "ckpt")
     assert metrics["step"] == 4
     losses = {k: v for k, v in metrics.items() if k.startswith("loss")}
@@ -143,7 +144,7 @@ def test_plain_loop_checkpoints_writes_grids_and_resumes(tiny_cfg, tiny_data, tm
 
 def test_identity_loss_is_off_at_zero(tiny_cfg, tiny_data, tmp_path):
     source, target = _splits(tiny_data)
-    m = style.run_plain(_cfg(tiny_cfg, steps=2, lambda_id=0.0), style.build_spec(source, target, tmp_path / "s"))
+    m = style.run_plain(_cfg(tiny_cfg, steps=2, lambda_id=0.0), style.StyleSpec.from_splits(source, target, tmp_path / "s"))
     assert "loss_id" not in m and m["step"] == 2
 
 
@@ -156,7 +157,7 @@ def test_style_on_ray_train_then_translate(ray_session, tiny_cfg, tiny_data, tmp
     uri = cfg.tracking_uri
     run_id = tracking.create_run(uri, cfg.mlflow.experiment, "style")
     out = tmp_path / "style"
-    spec = style.build_spec(source, target, out, tracking_uri=uri, mlflow_run_id=run_id)
+    spec = style.StyleSpec.from_splits(source, target, out, tracking_uri=uri, mlflow_run_id=run_id)
     metrics = style.run_on_ray(cfg, spec, tmp_path / "ray")
     assert metrics["step"] == 4 and Path(metrics["generator"]).is_file()
     checkpoints = sorted(p for p in (tmp_path / "ray" / "style").glob("checkpoint_*") if p.is_dir())

@@ -2,12 +2,14 @@
 
     [source_only]  teacher  (pseudo_1 -> round_1)  ...  (pseudo_R -> round_R)  [oracle]
 
-Each student starts from the model before it (``self_training.init=teacher``) or from scratch
-and becomes the next round's teacher. ``RUN_DIR/manifest.json`` records every stage's status,
-model file, metrics and MLflow run; running the job again with the same ``run.dir`` skips
-finished stages, reuses their models and pseudo-labels, and lets Ray Train resume a
-half-trained stage from its last checkpoint. One MLflow parent run per job, one nested run
-per stage, both continued on resume.
+Every stage is an instance of a kind declared in ``udas_ray.stages.kinds``: :func:`plan` puts the
+kinds in order, :class:`Pipeline` runs each stage with its kind's runner, and nothing here tells
+one kind from another. Each student starts from the model before it (``self_training.init=teacher``)
+or from scratch and becomes the next round's teacher. ``RUN_DIR/manifest.json`` records every
+stage's status, model file, metrics and MLflow run; running the job again with the same
+``run.dir`` skips finished stages, reuses their models and pseudo-labels, and lets Ray Train
+resume a half-trained stage from its last checkpoint. One MLflow parent run per job, one nested
+run per stage, both continued on resume.
 
 :class:`Pipeline` is plain Python; :data:`DriverActor` is the same class as a Ray actor.
 """
@@ -19,7 +21,6 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import dataclass, replace
 from pathlib import Path
 
 from udas_ray import atomic, fingerprint
@@ -29,8 +30,7 @@ from udas_ray.config import Config, diff, read_yaml, validate
 from udas_ray.paths import absolute_paths
 from udas_ray.data.splits import Splits
 from udas_ray.errors import UdasError
-from udas_ray.metrics import flat_metrics
-from udas_ray.stages import kinds, pseudo, segment, style, translate
+from udas_ray.stages.kinds import KINDS, StageContext, StageKind, StagePlan
 
 log = logging.getLogger("udas_ray")
 
@@ -42,39 +42,34 @@ RESUMABLE_KEYS = ("run.fresh", "run.stop_after", "scaling", "data.verify", "trai
                   "style.actors", "style.cpus_per_actor", "style.translate_batch_size", "tune", "data_dependency")
 
 
-@dataclass(frozen=True)
-class StagePlan:
-    name: str
-    kind: str  # a segmentation kind (udas_ray.stages.kinds), "pseudo" or "style"
-    row: bool  # a row of the summary table
-    round: int = 0
-    restyled: bool = False  # trains on the style stage's restyled source
-
-
 def plan(cfg: Config) -> list[StagePlan]:
-    stages = []
-    if cfg.run.baselines:
-        stages.append(StagePlan("source_only", "source_only", True))
-        if cfg.augment.randomize.enabled or cfg.data.rare_class_sampling.enabled:
-            stages.append(StagePlan("source_randomized", "source_randomized", True))
-    restyled = cfg.style.enabled
-    if restyled:
-        stages.append(StagePlan("style", "style", False))  # CycleGAN or SimGAN + restyling of the source
-        # the "ST" row: style_transfer (cyclegan) or style_refined (simgan)
-        stages.append(StagePlan(style.METHODS[cfg.style.method].row, "source_only", True, restyled=True))
-    warm_teacher = kinds.starts_from(cfg, "teacher") == "supervised"
-    if (cfg.run.supervised or cfg.run.baselines or warm_teacher) and cfg.data.target.labeled > 0:
-        stages.append(StagePlan("supervised", "supervised", True))
-    stages.append(StagePlan("teacher", "teacher", True, restyled=restyled))
-    if cfg.self_training.mode in ("offline", "both"):
-        for r in range(1, cfg.self_training.rounds + 1):
-            stages.append(StagePlan(f"pseudo_{r}", "pseudo", False, r))
-            stages.append(StagePlan(f"round_{r}", "student", True, r))
-    if cfg.self_training.mode in ("ema", "both"):
-        stages.append(StagePlan("ema", "ema", True))
-    if cfg.run.baselines:
-        stages.append(StagePlan("oracle", "oracle", True))
+    """The run's stages in order: every kind of :data:`~udas_ray.stages.kinds.KINDS` whose ``when``
+    holds, in the table's order (kinds next to each other that repeat per round, once per
+    ``self_training.rounds``, round by round), each reading the latest earlier stage that provides
+    each role it reads; up to ``run.stop_after``."""
+    stages, providers = [], {}  # role -> the latest stage so far that provides it
+    for kind, r in _instances([k for k in KINDS.values() if k.when(cfg)], cfg.self_training.rounds):
+        start = kind.starts_from if kind.starts_from and kind.starts_from.when(cfg) else None
+        stage = StagePlan(kind.named(cfg, r), kind.name, kind.row, r,
+                          restyled_by=providers.get(kind.source_role),
+                          labelled_by=providers.get(kind.labels_from),
+                          model_from=providers.get(start.role) if start else None)
+        stages.append(stage)
+        providers.update(dict.fromkeys(kind.provides, stage.name))
     return until(stages, cfg.run.stop_after)
+
+
+def _instances(wanted: list[StageKind], rounds: int):
+    """(kind, round) in plan order: a run of per-round kinds repeats as a group, round 1 to ``rounds``."""
+    group: list[StageKind] = []
+    for kind in [*wanted, None]:
+        if kind is not None and kind.per_round:
+            group.append(kind)
+            continue
+        yield from ((k, r) for r in range(1, rounds + 1) for k in group)
+        group = []
+        if kind is not None:
+            yield kind, 0
 
 
 def until(stages: list[StagePlan], last: str | None) -> list[StagePlan]:
@@ -107,25 +102,16 @@ def check_run_dir(cfg: Config) -> None:
 
 
 def reset_run_dir(run_dir: Path) -> None:
-    """run.fresh: forget everything an earlier run derived from its config (stages, Ray Train
-    checkpoints, pseudo-labels, the restyled source, cached class counts, seed folders, the
-    manifest and summaries); its MLflow history and the run lock stay."""
-    derived = ["stages", "pseudo", "ray", "style", "cache", MANIFEST_FILE, CONFIG_FILE, *summary_mod.FILES]
+    """run.fresh: forget everything an earlier run derived from its config (the folders every kind
+    of stage writes: stages, Ray Train checkpoints, pseudo-labels, the restyled source; cached
+    class counts, seed folders, the manifest and summaries); its MLflow history and the run lock stay."""
+    folders = sorted({Path(template).parts[0] for kind in KINDS.values() for template in kind.outputs})
+    derived = [*folders, "cache", MANIFEST_FILE, CONFIG_FILE, *summary_mod.FILES]
     for path in [*(run_dir / name for name in derived), *run_dir.glob("seed_*")]:
         if path.is_dir():
             shutil.rmtree(path)
         elif path.exists():
             path.unlink()
-
-
-def stage_outputs(run_dir: Path, stage: StagePlan) -> list[Path]:
-    """What a stage leaves in the run folder (its Ray Train checkpoints included)."""
-    paths = [run_dir / "stages" / stage.name, run_dir / "ray" / stage.name]
-    if stage.kind == "pseudo":
-        paths += [run_dir / "pseudo" / f"round_{stage.round}", run_dir / "pseudo" / f".round_{stage.round}.staging"]
-    if stage.kind == "style":
-        paths.append(run_dir / "style")  # the restyled source and its staging folder
-    return paths
 
 
 class Manifest:
@@ -159,22 +145,20 @@ class StageInputs:
     id) before it starts. A finished stage from before inputs were recorded is reused and gets
     today's recorded."""
 
-    def __init__(self, cfg: Config, splits: Splits, manifest: "Manifest", run_dir: Path, stages: list[StagePlan]):
+    def __init__(self, cfg: Config, splits: Splits, manifest: "Manifest", run_dir: Path):
         self.cfg, self.splits, self.manifest, self.run_dir = cfg, splits, manifest, run_dir
-        self.parents = fingerprint.stage_parents(stages, cfg)
         self.ran: str | None = None  # the first stage this job runs: every stage after it runs too
 
     def reuse(self, stage: StagePlan) -> bool:
-        entries = self.manifest.data["stages"]
+        entries, kind = self.manifest.data["stages"], KINDS[stage.kind]
         entry = entries.get(stage.name, {})
-        parent_ids = {p: entries.get(p, {}).get("fingerprint", {}).get("id") for p in self.parents[stage.name]}
+        parent_ids = {p: entries.get(p, {}).get("fingerprint", {}).get("id") for p in stage.parents}
         current = fingerprint.stage_inputs(self.cfg, self.splits, stage, parent_ids, RESUMABLE_KEYS)
         recorded, done = entry.get("fingerprint"), entry.get("status") == "done"
-        again = "labelling the target images again" if stage.kind == "pseudo" else "training it again"
         forget = False
         if self.ran is not None:
             if done:
-                log.info("[%s] %s runs again, and so does every stage after it: %s", stage.name, self.ran, again)
+                log.info("[%s] %s runs again, and so does every stage after it: %s", stage.name, self.ran, kind.again)
             forget = True
         else:
             changed = fingerprint.changes(recorded, current) if recorded else []
@@ -186,11 +170,11 @@ class StageInputs:
                 return True
             if changed:
                 log.info("[%s] inputs changed since it %s (%s): %s", stage.name, "ran" if done else "started",
-                         ", ".join(changed), again if done else "starting it over")
+                         ", ".join(changed), kind.again if done else "starting it over")
                 forget = True
             self.ran = stage.name
         if forget:
-            for path in stage_outputs(self.run_dir, stage):
+            for path in kind.output_paths(self.run_dir, stage):  # its folders, Ray Train checkpoints included
                 if path.is_dir():
                     shutil.rmtree(path)
             entries[stage.name] = {"status": "pending"}  # a new MLflow run too
@@ -202,10 +186,12 @@ class StageInputs:
 class Pipeline:
     def __init__(self, cfg: Config | dict, splits: Splits, *, train_callbacks=None, run_name: str | None = None,
                  tags: dict | None = None):
-        """``train_callbacks``: a function returning Ray Train callbacks for each stage's fit (a
-        sweep trial forwards evaluations to Tune this way); ``run_name``/``tags``: of the
-        MLflow parent run."""
-        self.cfg = cfg if isinstance(cfg, Config) else Config.model_validate(cfg)
+        """``cfg``: a validated :class:`Config`, which crosses the Ray boundary to the driver
+        actor as it is (pickled, not checked again); a dict (a config's ``to_dict()``) is checked
+        by ``config.validate``. ``train_callbacks``: a function returning Ray Train callbacks for
+        each stage's fit (a sweep trial forwards evaluations to Tune this way);
+        ``run_name``/``tags``: of the MLflow parent run."""
+        self.cfg = cfg if isinstance(cfg, Config) else validate(cfg, "driver")
         self.train_callbacks, self.run_name, self.tags = train_callbacks, run_name, tags or {}
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         self.splits = splits
@@ -230,9 +216,8 @@ class Pipeline:
         manifest = Manifest(self.run_dir / MANIFEST_FILE)
         parent = self._parent_run(manifest)
         logger = tracking.logger_for(self.uri, parent)
-        rows, models = [], kinds.starting_points()  # what later stages start from
-        stages, started, timed = plan(cfg), time.monotonic(), []
-        inputs = StageInputs(cfg, self.splits, manifest, self.run_dir, stages)
+        rows, stages, started, timed = [], plan(cfg), time.monotonic(), []
+        inputs = StageInputs(cfg, self.splits, manifest, self.run_dir)
         for k, stage in enumerate(stages, 1):
             if inputs.reuse(stage):
                 log.info("stage %d/%d: %s (done before: reusing it)", k, len(stages), stage.name)
@@ -246,11 +231,9 @@ class Pipeline:
                          f"eta ~{progress.duration(eta)}, rough: stages differ in cost" if eta is not None
                          else "eta once a stage has finished")
                 t0 = time.monotonic()
-                self._run_stage(stage, manifest, parent, models)
+                self._run_stage(stage, manifest, parent)
                 timed.append(time.monotonic() - t0)
             entry = manifest.stage(stage.name)
-            # a segmentation stage always records its model: a missing one is an error, not None
-            kinds.note_finished(models, stage.kind, entry["model"] if stage.kind in kinds.KINDS else None)
             if stage.row:
                 rows.append(summary_mod.stage_row(stage.name, entry["metrics"]))
                 # on the parent as soon as the stage is done: a run stopped later still shows it;
@@ -303,12 +286,14 @@ class Pipeline:
             manifest.update(name, mlflow_run_id=run_id)
         return run_id
 
-    def _run_stage(self, stage: StagePlan, manifest: Manifest, parent: str | None, models: dict):
+    def _run_stage(self, stage: StagePlan, manifest: Manifest, parent: str | None):
+        """The stage by its kind's runner, with the manifest entries of the stages it reads."""
         run_id = self._stage_run(stage.name, manifest, parent)
         manifest.update(stage.name, status="running", kind=stage.kind, started=time.time())
-        runner = {"pseudo": self._pseudo, "style": self._style}.get(stage.kind, self._segment)
+        parents = {name: manifest.stage(name) for name in stage.parents}
+        context = StageContext(self.cfg, self.splits, stage, self.run_dir, parents, self.uri, run_id, self.train_callbacks)
         try:
-            fields = runner(stage, models, run_id)
+            fields = KINDS[stage.kind].run(context)
         except BaseException:
             # On a full disk this write fails too: the stage's own error is the one to report
             # (a manifest left at "running" resumes the same way).
@@ -319,71 +304,7 @@ class Pipeline:
             raise
         manifest.update(stage.name, status="done", finished=time.time(), **fields)
         if run_id:
-            stage_logger = tracking.RunLogger(self.uri, run_id)
-            picture = Path(fields.get("labels") or "") / pseudo.PICTURE_FILE
-            if stage.kind == "pseudo" and picture.is_file():
-                stage_logger.artifact(picture)
-            stage_logger.finish()
-
-    def _segment(self, stage: StagePlan, models: dict, run_id: str | None) -> dict:
-        cfg, kind = self.cfg, kinds.KINDS[stage.kind]
-        out_dir = self.run_dir / "stages" / stage.name
-        pseudo_labels, init, steps = None, None, None
-        if kind.trains_on == "pseudo":
-            pseudo_labels = pseudo.pseudo_split(self.run_dir / "pseudo" / f"round_{stage.round}", self.splits.target_train)
-        start = kinds.starts_from(cfg, stage.kind)
-        if start is not None:
-            init = models[start]
-        if kind.starts_from != "scratch":  # students and the ema stage: the self-training schedule
-            steps = cfg.self_training.steps
-        splits = self.splits
-        if stage.restyled:
-            restyled = translate.read_translated(self.run_dir / "style" / "source")
-            if stage.kind == "teacher":  # the style row trains on the restyled source alone
-                restyled = translate.teacher_source(splits.source, restyled, cfg.style.train_on)
-            splits = replace(splits, source=restyled)
-        spec = kinds.build_spec(cfg, splits, stage.kind, stage.name, out_dir,
-                                pseudo=pseudo_labels, init=init, steps=steps)
-        spec = replace(spec, tracking_uri=self.uri, mlflow_run_id=run_id)
-        callbacks = self.train_callbacks() if self.train_callbacks else None
-        metrics = segment.run_on_ray(cfg, spec, storage=self.run_dir / "ray", callbacks=callbacks)
-        log.info("[%s] target-val mIoU %.2f  pixel accuracy %.2f", stage.name, metrics["miou"], metrics["pixel_accuracy"])
-        metrics.pop("confusion", None)
-        return {"model": str(out_dir / segment.MODEL_FILE), "metrics": metrics}
-
-    def _style(self, stage: StagePlan, models: dict, run_id: str | None) -> dict:
-        """Train the style method, then restyle the whole source set (reused on resume once written)."""
-        spec = style.build_spec(self.splits.source, self.splits.target_train, self.run_dir / "stages" / "style",
-                                tracking_uri=self.uri, mlflow_run_id=run_id)
-        metrics = style.run_on_ray(self.cfg, spec, self.run_dir / "ray")
-        restyled, at = self.run_dir / "style" / "source", self.cfg.style.translate_at
-        stale = fingerprint.restyled_changes(restyled, metrics["generator"], at)
-        if stale:  # made by another generator or at another size: not this stage's output
-            log.info("[style] %s was restyled otherwise (%s): restyling again", restyled, "; ".join(stale))
-            shutil.rmtree(restyled)
-        translated = translate.translate_source(metrics["generator"], self.splits.source, restyled, self.cfg)
-        log.info("[style] restyled %d source images into %s", len(translated), translated.root)
-        return {"model": metrics["generator"], "restyled": translated.root,
-                "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))}}
-
-    def _pseudo(self, stage: StagePlan, models: dict, run_id: str | None) -> dict:
-        final = self.run_dir / "pseudo" / f"round_{stage.round}"
-        teacher_model = models["previous"]
-        stats = pseudo.run_pseudo_labels(self.cfg, self.splits.target_train, teacher_model, final)
-        quality = f", their mIoU {stats['miou']:.2f} accuracy {stats['accuracy']:.2f}" if "miou" in stats else ""
-        log.info("[%s] kept %.1f%% of pixels%s", stage.name, 100 * stats["kept_share"], quality)
-        if run_id:
-            logger = tracking.RunLogger(self.uri, run_id)
-            logger.params({"pseudo." + k: v for k, v in self.cfg.pseudo.model_dump().items()} | {"teacher": teacher_model})
-            values = {"kept_share": 100 * stats["kept_share"]}
-            if "miou" in stats:
-                values.update(flat_metrics({"miou": stats["miou"], "pixel_accuracy": stats["accuracy"],
-                                            "per_class_iou": stats["per_class_iou"]}, "pseudo_"))
-            total = max(sum(stats["class_pixels"].values()), 1)
-            values.update({f"kept_{k.replace(' ', '_')}": 100 * v / total for k, v in stats["class_pixels"].items()})
-            logger.metrics(values, step=stage.round)
-            logger.artifact(final / pseudo.STATS_FILE)
-        return {"labels": str(final), "metrics": stats}
+            tracking.RunLogger(self.uri, run_id).finish()
 
 
 def driver_actor():

@@ -74,7 +74,7 @@ def run_budgets(cfg, configs: dict, splits: dict) -> dict:
 
     cluster.connect(cfg)
     Driver = driver_actor()
-    return {key: ray.get(Driver.remote(configs[key].to_dict(), splits[key]).run.remote()) for key in configs}
+    return {key: ray.get(Driver.remote(configs[key], splits[key]).run.remote()) for key in configs}
 
 
 if __name__ == "__main__":

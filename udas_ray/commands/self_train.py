@@ -67,7 +67,7 @@ def run_pipelines(cfg, configs: dict, splits: dict) -> dict:
     while queue or pending:  # at most run.concurrent_seeds pipelines at once
         while queue and len(pending) < cfg.run.concurrent_seeds:
             seed = queue.pop(0)
-            pending[Driver.remote(configs[seed].to_dict(), splits[seed]).run.remote()] = seed
+            pending[Driver.remote(configs[seed], splits[seed]).run.remote()] = seed
         done, _ = ray.wait(list(pending), num_returns=1)
         results[pending.pop(done[0])] = ray.get(done[0])
     if cfg.run.seeds:

@@ -1,13 +1,16 @@
 """Training examples, built on the fly from file lists: the one place images meet augmentation.
 
-A segmentation stage draws, for every slot of a batch, from up to three streams:
+A segmentation stage draws, for every slot of a batch, from up to four streams (the loss terms
+of ``udas_ray.stages.terms`` say which they read; the others stay empty):
 
-  sup   a supervised image and its label (source for the teacher and source-only model,
-        labeled target for the oracle, pseudo-labeled target for a student)
-  mix   CutMix of a source image with a *labeled* target image (box from the target pasted into
-        the source, labels mixed with the same mask), then colour jitter
-  target  an unlabeled target image (the adversarial and entropy terms, the mean teacher's mix)
-  labeled a whole labeled target image (the teacher's supervised target term and intra-domain mix)
+  sup      a supervised image and its label (source for the teacher and source-only model,
+           labeled target for the SL baseline, every target-train label for the oracle,
+           pseudo-labeled target for a student)
+  mix      CutMix of a source image with a *labeled* target image (box from the target pasted into
+           the source, labels mixed with the same mask), then colour jitter
+  target   an unlabeled target image (the adversarial and entropy terms, the mean teacher's mix)
+  labeled  a whole labeled target image, colour-jittered (the teacher's ``labeled`` term and its
+           intra-domain mix)
 
 The supervised stream may draw some examples from other lists (``sup_alternates``): a student
 takes a share of its examples from the labeled target images (their ground truth) and,

@@ -4,7 +4,9 @@ DAFormer, Hoyer et al. 2022).
 Every step the teacher, an exponential moving average of the student, labels a batch of target
 images; half of the classes of each source image are pasted onto a target image (ClassMix)
 with their labels, the rest of the pixels keep the teacher's labels, weighted by the share of
-target pixels the teacher is confident about. Loss = CE(source) + weighted CE(mixed).
+target pixels the teacher is confident about. The stage's loss is the mean of CE(source) and that
+weighted CE(mixed), each of weight 1 (with ``loss.lambda_mic`` > 0, the masked-image term joins
+the mean with its weight: ``terms.total_loss``).
 """
 
 from __future__ import annotations

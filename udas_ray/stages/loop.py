@@ -13,7 +13,9 @@ The three places where Ray Train touches it are the :class:`~udas_ray.stages.run
 ``restore``, ``prepare`` and ``report``; everything else reads as single-process PyTorch.
 
 :func:`run_plain` feeds the loop from the stage's batch builder in this process (tests,
-benchmarks); :func:`run_on_ray` streams the same builder through Ray Data into Ray Train workers.
+benchmarks); :func:`train_on_ray` streams the same builder through Ray Data into Ray Train
+workers. The config crosses into the workers as the validated :class:`Config` it is (pickled),
+beside the spec; it is not checked again there.
 
 Reproducibility: the builder is seeded from ``run.seed`` and the stage name, and step ``s`` reads
 slots ``s*B*W ..`` (B the batch size, W the workers), also after a resume; a checkpoint holds
@@ -321,7 +323,7 @@ def worker_loop(config: dict) -> dict:
     """``train_loop_per_worker``: this worker's shard of the stream -> :func:`run_loop`."""
     import ray.train
 
-    cfg, spec = Config.model_validate(config["cfg"]), config["spec"]
+    cfg, spec = config["cfg"], config["spec"]
     quiet_worker_logs()
     set_threads(cfg.scaling.cpus_per_worker)
     shard = ray.train.get_dataset_shard("train")
@@ -338,7 +340,7 @@ def worker_loop(config: dict) -> dict:
 IN_PROCESS_DIR = "in_process"  # in a stage's Ray Train folder: its checkpoint in scaling.num_workers=0
 
 
-def run_on_ray(cfg: Config, spec: Spec, storage: str | Path, callbacks=None):
+def train_on_ray(cfg: Config, spec: Spec, storage: str | Path, callbacks=None):
     """Fit the stage with Ray Train as ``cfg.scaling`` says; raises the stage's error if it failed.
     Ray Train keeps its checkpoints under ``storage/<stage>``; in its in-process mode, which
     keeps them in memory only, the loop writes them to ``storage/<stage>/in_process/state.pt``."""
@@ -348,7 +350,7 @@ def run_on_ray(cfg: Config, spec: Spec, storage: str | Path, callbacks=None):
         start = saved_step(checkpoint_dir)
     else:
         start = checkpointed_step(storage, spec.name)
-    train_config = {"cfg": cfg.to_dict(), "spec": spec, "checkpoint_dir": checkpoint_dir and str(checkpoint_dir)}
+    train_config = {"cfg": cfg, "spec": spec, "checkpoint_dir": checkpoint_dir and str(checkpoint_dir)}
     result = fit(worker_loop, train_config, cfg=cfg, name=spec.name,
                  datasets={"train": training_dataset(cfg, spec, cfg.scaling.num_workers, start)}, storage=storage,
                  callbacks=callbacks)

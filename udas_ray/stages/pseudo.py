@@ -17,6 +17,7 @@ Two passes, so that class-balanced thresholds can see the whole set first:
 
 Both passes log progress (images done, rate, ETA) from the driver as results come back; then
 :func:`write_picture` draws the first few published labels into ``pseudo_labels.png``.
+:func:`label_round` is all of it as a stage of the pipeline, logged to the stage's MLflow run.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from udas_ray.classes import IGNORE, NUM_CLASSES
 from udas_ray.data import augment, images
 from udas_ray.data.readers import Sample, Split
 from udas_ray.errors import UdasError
-from udas_ray.metrics import confusion_matrix, scores
+from udas_ray.metrics import confusion_matrix, flat_metrics, scores
 from udas_ray.progress import Ticker
 
 log = logging.getLogger("udas_ray")
@@ -272,6 +273,27 @@ def run_pseudo_labels(cfg, split: Split, model_path: str, final: str | Path) -> 
         log.warning("pseudo-labels keep only %.2f%% of pixels at pseudo.threshold=%s; the student will learn little: "
                     "lower the threshold", 100 * stats["kept_share"], p.threshold)
     return stats
+
+
+def label_round(cfg, split: Split, model_path: str, final: Path, tracker, *, name: str, round: int) -> dict:
+    """A pseudo-label stage: :func:`run_pseudo_labels`, logged (and to ``tracker``, the stage's
+    MLflow run: the settings, how many pixels of each class were kept, their quality when
+    ``split`` has labels, ``stats.json`` and ``pseudo_labels.png``). Returns its manifest fields."""
+    stats = run_pseudo_labels(cfg, split, model_path, final)
+    quality = f", their mIoU {stats['miou']:.2f} accuracy {stats['accuracy']:.2f}" if "miou" in stats else ""
+    log.info("[%s] kept %.1f%% of pixels%s", name, 100 * stats["kept_share"], quality)
+    tracker.params({"pseudo." + k: v for k, v in cfg.pseudo.model_dump().items()} | {"teacher": model_path})
+    values = {"kept_share": 100 * stats["kept_share"]}
+    if "miou" in stats:
+        values.update(flat_metrics({"miou": stats["miou"], "pixel_accuracy": stats["accuracy"],
+                                    "per_class_iou": stats["per_class_iou"]}, "pseudo_"))
+    total = max(sum(stats["class_pixels"].values()), 1)
+    values.update({f"kept_{k.replace(' ', '_')}": 100 * v / total for k, v in stats["class_pixels"].items()})
+    tracker.metrics(values, step=round)
+    tracker.artifact(final / STATS_FILE)
+    if (final / PICTURE_FILE).is_file():
+        tracker.artifact(final / PICTURE_FILE)
+    return {"labels": str(final), "metrics": stats}
 
 
 def write_picture(final: str | Path, split: Split, size, count: int = 4) -> Path | None:

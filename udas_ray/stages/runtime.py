@@ -98,6 +98,14 @@ class Session:
                     dist.all_reduce(p.grad)
                     p.grad /= self.world
 
+    def broadcast_from_rank0(self, modules) -> None:
+        """Every rank starts from rank 0's weights (for modules whose gradients are averaged by
+        hand, :meth:`average_gradients`)."""
+        if self.world > 1 and dist.is_initialized():
+            for module in modules:
+                for t in module.state_dict().values():
+                    dist.broadcast(t, src=0)
+
 
 class PlainSession(Session):
     """One process, no Ray: checkpoints go to ``<checkpoint_dir>/state.pt``."""

@@ -5,10 +5,16 @@ to train on and which loss terms to sum; its :class:`SegmentTask` is the model, 
 (poly schedule) and the terms' companions, stepped by the shared loop in
 ``udas_ray.stages.loop``. One step::
 
-    step = Step(model, batch)                       # logits per stream, computed once
-    loss = sum(weight * term(step) for each term)   # logged as loss_<name>
-    loss.backward(); opt.step()                     # through the fp16 gradient scaler
+    step = Step(model, batch)          # logits per stream, computed once
+    each term's loss L_t = term(step)  # logged as loss_<name>; w_t = its weight from the config
+    loss = sum(w_t L_t over the cross-entropy terms) / sum(their w_t)
+         + sum(w_t L_t over the regularizers)          # adversarial, entropy (terms.total_loss)
+    loss.backward(); opt.step()        # through the fp16 gradient scaler
     companions update (the discriminator, the mean teacher)
+
+The cross-entropy terms (source, CutMix, labeled target, the ClassMix and masked-image terms)
+are a weighted *mean*, so a stage with more of them takes no larger steps; the regularizers are
+added with their weights (``udas_ray.stages.terms``).
 
 At the end the scored model (the mean teacher if there is one) may get target BatchNorm
 statistics (AdaBN), is evaluated on target-val and saved as ``model.pt`` beside ``metrics.json``.
@@ -41,8 +47,7 @@ from udas_ray.models import build_segmenter, param_groups, to_memory_format
 from udas_ray.stages import ema, loop  # noqa: F401  (ema registers the mean teacher's term where workers import this)
 from udas_ray.atomic import write_json
 from udas_ray.stages.runtime import Session
-from udas_ray.stages import terms
-from udas_ray.stages.terms import TERMS, total_loss
+from udas_ray.stages.terms import TERMS, Step, total_loss
 
 log = logging.getLogger("udas_ray")
 
@@ -56,7 +61,7 @@ class SegmentSpec:
     kind: str
     streams: Streams
     augment: AugmentParams
-    terms: dict[str, float]  # loss term -> weight, in the order they are summed
+    terms: tuple[str, ...]  # the loss terms it sums, in order (their weights: Term.weight of the config)
     val: list[Item]
     steps: int
     out_dir: str
@@ -91,15 +96,6 @@ def build_model(cfg: Config, spec: SegmentSpec) -> tuple[torch.nn.Module, dict]:
     return build_segmenter(cfg.model.name, NUM_CLASSES, cfg.model.pretrained, **options), options
 
 
-class Step(terms.Step):
-    """:class:`terms.Step` whose logits are float32 whatever the autocast dtype: the losses are
-    computed in float32 anyway, and a companion's network, run outside autocast after the step,
-    gets inputs of its own dtype (a no-op at fp32)."""
-
-    def logits(self, stream: str) -> torch.Tensor:
-        return super().logits(stream).float()
-
-
 class SegmentTask:
     def __init__(self, cfg: Config, spec: SegmentSpec, session: Session, tracker):
         loop.seed_torch(cfg.run.seed, spec.name, session.rank)  # the same stage draws the same in every run
@@ -110,6 +106,7 @@ class SegmentTask:
         self.model = to_memory_format(self.model, t.channels_last)
         self.opt = torch.optim.SGD(param_groups(self.model, t.lr), lr=t.lr, momentum=t.momentum,
                                    weight_decay=t.weight_decay)
+        self.weights = {name: TERMS[name].weight(cfg) for name in spec.terms}
         self.companions = {name: TERMS[name].companion(cfg, self.model)
                            for name in spec.terms if TERMS[name].companion is not None}
         self.scored = next((c.scored for c in self.companions.values() if hasattr(c, "scored")), None)
@@ -123,7 +120,7 @@ class SegmentTask:
     def params(self) -> dict:
         s = self.spec
         return {**self.cfg.flat(), "stage": s.name, "stage.kind": s.kind, "stage.steps": s.steps,
-                **{f"stage.weight.{k}": v for k, v in s.terms.items()},
+                **{f"stage.weight.{k}": v for k, v in self.weights.items()},
                 "stage.sup_images": len(s.streams.sup), "stage.init": s.init}
 
     def load_state_dict(self, state: dict) -> int:
@@ -164,7 +161,7 @@ class SegmentTask:
                 companion.before_step(step)
         weighted, out = [], {}
         with precision.autocast(self.cfg.train.precision, self.session.device):
-            for name, weight in self.spec.terms.items():
+            for name, weight in self.weights.items():
                 loss = TERMS[name].loss(step)
                 weighted.append((TERMS[name], weight, loss))
                 out[f"loss_{name}"] = loss.item()
@@ -259,8 +256,8 @@ def run_plain(cfg: Config, spec: SegmentSpec, checkpoint_dir: str | Path | None 
 
 
 def run_on_ray(cfg: Config, spec: SegmentSpec, storage: str | Path, callbacks=None) -> dict:
-    """Fit the stage with Ray Train; returns its final metrics (from ``metrics.json``)."""
-    loop.run_on_ray(cfg, spec, storage, callbacks)
+    """Fit the stage with Ray Train (``loop.train_on_ray``); returns its final metrics (``metrics.json``)."""
+    loop.train_on_ray(cfg, spec, storage, callbacks)
     return read_metrics(spec.out_dir)
 
 

@@ -14,7 +14,7 @@ adversarial loss, an L1 self-regularisation to its input, and a history buffer o
 
 Both: Adam (lr, beta1), lr constant for the first half and linearly decayed to zero over the second.
 
-A :class:`StyleSpec` (the ``style`` config section passed through, plus the image lists) builds a
+A :class:`StyleSpec` (the image lists; :meth:`StyleSpec.from_splits`) builds a
 :class:`StyleTask` that the shared loop (``udas_ray.stages.loop``) steps with unpaired batches
 ``{"source", "target"}`` from :class:`StyleBatchBuilder`. Its "evaluation" is the sample grid.
 Rank 0 leaves ``out_dir/generator.pt`` (G or R only), ``history.jsonl``, ``metrics.json`` and
@@ -36,7 +36,7 @@ from udas_ray import classes
 from udas_ray.checkpoints import atomic_save, load_torch_file
 from udas_ray.config import Config
 from udas_ray.data import augment, images
-from udas_ray.data.batches import Item
+from udas_ray.data.batches import Item, items
 from udas_ray.data.readers import Split
 from udas_ray.errors import UdasError
 from udas_ray.models.cyclegan import (
@@ -46,7 +46,6 @@ from udas_ray.models.refiner import HistoryBuffer, build_refiner, local_adversar
 from udas_ray.stages import loop
 from udas_ray.atomic import write_json
 from udas_ray.stages.runtime import Session, read_history
-from udas_ray.stages.terms import broadcast_from_rank0, set_requires_grad
 
 log = logging.getLogger("udas_ray")
 
@@ -56,11 +55,6 @@ REFINER_FORMAT = "udas-ray-simgan/1"
 METRICS_FILE = "metrics.json"
 SAMPLES_DIR = "samples"
 GRID_IMAGES = 4  # images per row of the sample grid
-
-
-def image_items(split: Split) -> list[Item]:
-    """The split's images and label paths (only the sample grid reads a label, never training)."""
-    return [(s.image, s.label, split.label_kind) for s in split.samples]
 
 
 # ------------------------------------------------------------------------- the batches
@@ -113,9 +107,11 @@ class StyleSpec:
     def task(self, cfg: Config, session: Session, tracker) -> "StyleTask":
         return StyleTask(cfg, self, session, tracker)
 
-
-def build_spec(source: Split, target: Split, out_dir: str | Path, **kw) -> StyleSpec:
-    return StyleSpec(image_items(source), image_items(target), str(Path(out_dir).resolve()), **kw)
+    @classmethod
+    def from_splits(cls, source: Split, target: Split, out_dir: str | Path, **kw) -> "StyleSpec":
+        """The spec of the source and target-train splits (only the sample grid reads a label,
+        never training), writing into ``out_dir``; ``kw``: the MLflow run."""
+        return cls(items(source), items(target), str(Path(out_dir).resolve()), **kw)
 
 
 # ---------------------------------------------------------------------------- the step
@@ -197,7 +193,7 @@ class CycleGAN(StyleModel):
         G, F_, D_T, D_S = self.G, self.F, self.D_T, self.D_S
         # generators
         for d in (D_T, D_S):
-            set_requires_grad(d, False)
+            d.requires_grad_(False)
         fake_t, fake_s = G(real_s), F_(real_t)
         rec_s, rec_t = F_(fake_t), G(fake_s)
         loss_gan_g, loss_gan_f = lsgan_loss(D_T(fake_t), True), lsgan_loss(D_S(fake_s), True)
@@ -217,7 +213,7 @@ class CycleGAN(StyleModel):
         out["loss_g"] = total.item()
         # discriminators, on real images and pooled past fakes
         for d in (D_T, D_S):
-            set_requires_grad(d, True)
+            d.requires_grad_(True)
         pooled_t, pooled_s = self.pool_t.query(fake_t), self.pool_s.query(fake_s)
         loss_d_t = 0.5 * (lsgan_loss(D_T(real_t), True) + lsgan_loss(D_T(pooled_t), False))
         loss_d_s = 0.5 * (lsgan_loss(D_S(real_s), True) + lsgan_loss(D_S(pooled_s), False))
@@ -261,7 +257,7 @@ class SimGAN(StyleModel):
 
     def train_step(self, real_s: torch.Tensor, real_t: torch.Tensor, session: Session) -> dict:
         R, D = self.R, self.D
-        set_requires_grad(D, False)
+        D.requires_grad_(False)
         unbounded = R.unbounded(real_s)
         refined = unbounded.clamp(-1.0, 1.0)
         loss_adv = local_adversarial_loss(D(refined), True)
@@ -270,7 +266,7 @@ class SimGAN(StyleModel):
         (loss_adv + loss_reg).backward()
         session.average_gradients(R)
         self.opt_r.step()
-        set_requires_grad(D, True)
+        D.requires_grad_(True)
         fakes = self.history.query(refined)
         loss_d = 0.5 * (local_adversarial_loss(D(real_t), True) + local_adversarial_loss(D(fakes), False))
         self.opt_d.zero_grad(set_to_none=True)
@@ -308,10 +304,10 @@ def sample_images(image_list: list[Item], size: tuple[int, int], count: int) -> 
 
 def sample_labels(image_list: list[Item], size: tuple[int, int], count: int) -> np.ndarray | None:
     """Their trainId labels, resized; None if one has no label."""
-    items = sample_items(image_list, count)
-    if any(label is None for _, label, _ in items):
+    picked = sample_items(image_list, count)
+    if any(label is None for _, label, _ in picked):
         return None
-    return np.stack([images.resize_label(images.read_label(label, kind), size) for _, label, kind in items])
+    return np.stack([images.resize_label(images.read_label(label, kind), size) for _, label, kind in picked])
 
 
 def grid_picture(groups: list[list[np.ndarray]], gap: int = 4) -> np.ndarray:
@@ -361,7 +357,7 @@ class StyleTask:
 
     def prepare(self, session: Session) -> None:
         self.model.to(session.device)
-        broadcast_from_rank0(self.model.nets.values(), session)  # gradients are averaged by hand
+        session.broadcast_from_rank0(self.model.nets.values())  # gradients are averaged by hand
         if session.rank == 0:
             size = tuple(self.cfg.style.image_size)
             self.fixed_s = sample_images(self.spec.source, size, GRID_IMAGES)
@@ -436,9 +432,9 @@ def run_plain(cfg: Config, spec: StyleSpec, checkpoint_dir: str | Path | None = 
     return loop.run_plain(cfg, spec, checkpoint_dir)
 
 
-def run_on_ray(cfg: Config, spec: StyleSpec, storage: str | Path) -> dict:
-    """Fit the stage with Ray Train (``cfg.scaling``); returns ``metrics.json`` plus the generator path.
-    Re-running with the same ``spec.name`` and ``storage`` resumes from the stage's last checkpoint."""
-    loop.run_on_ray(cfg, spec, storage)
+def run_on_ray(cfg: Config, spec: StyleSpec, storage: str | Path, callbacks=None) -> dict:
+    """Fit the stage with Ray Train (``loop.train_on_ray``); returns ``metrics.json`` plus the generator
+    path. Re-running with the same ``spec.name`` and ``storage`` resumes from the stage's last checkpoint."""
+    loop.train_on_ray(cfg, spec, storage, callbacks)
     metrics = json.loads((Path(spec.out_dir) / METRICS_FILE).read_text())
     return {**metrics, "generator": str(Path(spec.out_dir) / GENERATOR_FILE)}

@@ -2,10 +2,10 @@
 
     L = sum_i w_i * CE_i / sum_i w_i  +  sum_j w_j * R_j
 
-The cross-entropy terms CE_i (source, CutMix, labeled target, the ClassMix terms) are averaged with
-their weights, so a stage that learns from more streams does not take larger steps (summed, the
-four terms of a teacher with labeled target images diverged at train.lr 1e-2); the regularizers
-R_j (adversarial, entropy) are added with their weights.
+The cross-entropy terms CE_i (source, CutMix, labeled target, the ClassMix and masked-image
+terms) are averaged with their weights, so a stage that learns from more streams does not take
+larger steps (summed, the four terms of a teacher with labeled target images diverged at
+train.lr 1e-2); the regularizers R_j (adversarial, entropy) are added with their weights.
 
 A term is a function of one :class:`Step` (the batch on the device and the segmenter's logits
 on each stream, computed at most once), registered with :func:`term`: its name (logged as
@@ -14,8 +14,12 @@ it reads. A term whose weight is 0, or whose streams the data cannot fill (CutMi
 target images), is left out of the stage. A term may own a *companion*: a second network with its
 own update (the discriminator of the adversarial term, the mean teacher of the ``ema`` stage).
 
+Every loss setting reaches a term one way: from the config the stage trains with, ``step.cfg``
+(its weight too, read through :meth:`Term.weight` by the stage's task); the stage's spec only
+names the terms it sums.
+
 Adding a term is one function here and one config key in ``config.Loss``; a stage kind lists it
-in ``udas_ray.stages.kinds``.
+in ``udas_ray.stages.kinds`` (docs/EXTENDING.md).
 """
 
 from __future__ import annotations
@@ -24,7 +28,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 
 from udas_ray import losses
@@ -35,7 +38,11 @@ from udas_ray.models import build_discriminator, to_memory_format
 
 
 class Step:
-    """One training batch on the device, and the segmenter's logits on each stream, computed once."""
+    """One training batch on the device, and the segmenter's logits on each stream, computed once.
+
+    The logits come back in float32 whatever the autocast dtype: the losses are computed in
+    float32 anyway, and a companion's network, run outside autocast after the step, gets inputs
+    of its own dtype (a no-op at fp32)."""
 
     def __init__(self, model: torch.nn.Module, batch: dict, device, cfg: Config, companions: dict):
         self.model, self.batch, self.device, self.cfg, self.companions = model, batch, device, cfg, companions
@@ -51,7 +58,7 @@ class Step:
     def logits(self, stream: str) -> torch.Tensor:
         if stream not in self._logits:
             self._logits[stream] = self.model(self.image(stream))
-        return self._logits[stream]
+        return self._logits[stream].float()
 
     def teacher_probs(self, stream: str) -> torch.Tensor:
         """The mean teacher's softmax on a stream (the ema stage's companion), computed once a step."""
@@ -74,7 +81,7 @@ class Term:
     name: str
     loss: Callable[[Step], torch.Tensor]
     weight_key: str | None  # dotted config key of the weight; None = 1
-    reads: tuple[str, ...]  # batch streams: "sup", "mix", "target"
+    reads: tuple[str, ...]  # batch streams: "sup", "mix", "target", "labeled"
     companion: type | None = None
     regularizer: bool = False  # added with its weight, outside the weighted mean of the CE terms
 
@@ -94,19 +101,6 @@ def term(name: str, *, weight: str | None = None, reads: tuple[str, ...], compan
         return fn
 
     return register
-
-
-def set_requires_grad(module: torch.nn.Module, flag: bool) -> None:
-    for p in module.parameters():
-        p.requires_grad_(flag)
-
-
-def broadcast_from_rank0(modules, session) -> None:
-    """Every rank starts from rank 0's weights (for modules whose gradients are averaged by hand)."""
-    if session.world > 1 and dist.is_initialized():
-        for module in modules:
-            for t in module.state_dict().values():
-                dist.broadcast(t, src=0)
 
 
 def classmix_masks(labels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -189,13 +183,13 @@ class Adversary:
     def prepare(self, session) -> None:
         self.session = session
         self.net.to(session.device)
-        broadcast_from_rank0([self.net], session)
+        session.broadcast_from_rank0([self.net])
 
     def before_step(self, step: Step) -> None:
-        set_requires_grad(self.net, False)  # the segmenter's step must not move the discriminator
+        self.net.requires_grad_(False)  # the segmenter's step must not move the discriminator
 
     def after_step(self, step: Step, index: int) -> dict:
-        set_requires_grad(self.net, True)
+        self.net.requires_grad_(True)
         loss_d = losses.discriminator_loss(self.net, step.logits("sup"), step.logits("target"),
                                            self.cfg.loss.temperature)
         self.opt.zero_grad(set_to_none=True)
@@ -229,7 +223,7 @@ def cutmix_cross_entropy(step: Step) -> torch.Tensor:
     return losses.segmentation_loss(step.logits("mix"), step.label("mix"))
 
 
-@term("target", weight="loss.lambda_target", reads=("labeled",))
+@term("labeled", weight="loss.lambda_target", reads=("labeled",))
 def labeled_target_cross_entropy(step: Step) -> torch.Tensor:
     """Cross-entropy on whole labeled target images (colour-jittered), beside the source batch."""
     return losses.segmentation_loss(step.logits("labeled"), step.label("labeled"))

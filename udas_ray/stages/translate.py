@@ -6,10 +6,15 @@ original resolution) with ``final_root/labels/<name>`` (the label file copied by
 GTA5 layout. The set is written into a staging folder that is renamed into place once complete,
 so a killed run never leaves a half-restyled source behind. Progress (images, rate, ETA) is
 logged from the driver as the actors' batches come back.
+
+The published set records what it was made with (``translated.json``: :func:`generator_record`);
+:func:`restyled_changes` compares that with the current generator file and ``style.translate_at``,
+so a set made otherwise is restyled again instead of reused.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -25,7 +30,6 @@ from udas_ray.data import images
 from udas_ray.data.batches import stage_seed
 from udas_ray.data.readers import Sample, Split, read_gta5
 from udas_ray.errors import UdasError
-from udas_ray.fingerprint import generator_record
 from udas_ray.models.cyclegan import to_tensor, to_uint8
 from udas_ray.atomic import write_json
 from udas_ray.progress import Ticker
@@ -102,10 +106,47 @@ def teacher_source(original: Split, restyled: Split, train_on: str) -> Split:
     return restyled
 
 
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def generator_record(generator_path: str | Path, translate_at: str) -> dict:
+    """What the restyled source was made with: for ``translated.json``."""
+    return {"generator": str(generator_path), "generator_sha256": file_sha256(generator_path),
+            "translate_at": translate_at}
+
+
+def restyled_changes(final_root: str | Path, generator_path: str | Path, translate_at: str) -> list[str]:
+    """Why the restyled source in ``final_root`` may not be reused with this generator and
+    ``style.translate_at`` ([] = it may; also when there is none, nothing to compare)."""
+    marker = Path(final_root) / TRANSLATED_FILE
+    if not marker.is_file():
+        return []
+    try:
+        info = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return ["translated.json unreadable"]
+    out = []
+    if info.get("generator") != str(generator_path):
+        out.append(f"generator {info.get('generator')} -> {generator_path}")
+    if info.get("generator_sha256") is None:
+        out.append("no generator hash recorded")
+    elif info["generator_sha256"] != file_sha256(generator_path):
+        out.append("generator file changed")
+    if info.get("translate_at") != translate_at:
+        out.append(f"style.translate_at {info.get('translate_at')} -> {translate_at}")
+    return out
+
+
 def translate_source(generator_path: str | Path, source: Split, final_root: str | Path, cfg: Config) -> Split:
     """Restyle every source image with G (Ray Data, an actor pool of ``style.actors``) into
     ``final_root`` in the GTA5 layout; each label is copied unchanged. Returns the restyled
-    :class:`Split` (same label kind as ``source``). A complete ``final_root`` is returned at once."""
+    :class:`Split` (same label kind as ``source``). A complete ``final_root`` is returned at once
+    (:func:`restyled_changes` says whether it may be)."""
     import ray.data
 
     from udas_ray import lost_nodes
