@@ -112,7 +112,11 @@ def test_sigterm_stops_the_ui_and_every_server_process_and_frees_the_port(tmp_pa
         gone, alive = psutil.wait_procs(started, timeout=30)
         assert not alive, [p.info for p in alive]
         with socket.socket() as s:
-            s.bind(("127.0.0.1", port))  # free again
+            # As a new server binds it (uvicorn sets SO_REUSEADDR): the readiness probe's closed
+            # connection may sit in TIME_WAIT on this port, which is no process holding it.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", port))  # free again: nothing listens on it
+            s.listen()
     finally:
         if proc.poll() is None:
             proc.kill()

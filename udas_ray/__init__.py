@@ -1,6 +1,6 @@
 """udas-ray: synthetic-to-real semantic segmentation by UDA + self-training on Ray.
 
-The Python API (README: Python API), imported on first use so that ``import udas_ray`` stays light:
+The Python API (docs/USAGE.md: Python API), imported on first use so that ``import udas_ray`` stays light:
 
     load_config(path_or_name, overrides)   a validated config (udas_ray.config)
     run_pipeline(cfg)                      what ``udas-train`` runs; returns the summary

