@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 import udas_ray.models  # noqa: F401  (torch: imported at collection, not inside a test)
-from udas_ray.config import Config, diff, load_config
+from udas_ray.config import Config, diff, load_config, validate
 from udas_ray.models import MODEL_NAMES
 from udas_ray.errors import UdasError
 
@@ -401,3 +401,17 @@ def test_scale_crop_and_masking_values_are_checked(override, key):
 
     with pytest.raises(UdasError, match=key.replace(".", r"\.")):
         load_config(None, [override])
+
+
+def test_style_method_brings_its_own_settings_unless_they_are_set():
+    """A user who turns the SimGAN refiner on gets the settings that restyled the source well, not
+    CycleGAN's; a value set by the user holds whatever the method, and a run's own config reloads as is."""
+    own = lambda c: (c.style.steps, c.style.noise_channels, c.style.n_layers)  # noqa: E731
+    assert own(load_config(None)) == (1000, 0, 3)
+    assert own(load_config(None, ["style.method=simgan"])) == (3000, 1, 1)
+    assert own(load_config(None, ["style.method=simgan", "style.n_layers=2", "style.steps=50"])) == (50, 1, 2)
+    assert own(load_config(None, ["style.method=cyclegan", "style.n_layers=2"])) == (1000, 0, 2)
+    simgan = load_config(None).override({"style.method": "simgan"})
+    assert own(simgan) == (3000, 1, 1) and own(simgan.override({"style.method": "cyclegan"})) == (1000, 0, 3)
+    assert own(simgan.override({"style.steps": 7})) == (7, 1, 1)
+    assert validate(simgan.to_dict()) == simgan and simgan.fingerprint() == validate(simgan.to_dict()).fingerprint()

@@ -351,6 +351,16 @@ class Mlflow(Section):
 
 
 # ---------------------------------------------------------------------------------- style
+# What steps, noise_channels and n_layers are when left null, per style.method. cyclegan: the
+# CycleGAN paper's 70x70 PatchGAN. simgan: a channel of noise beside the image (the target's sensor
+# noise has to come from somewhere), a discriminator of 16x16 patches, and the longer run its
+# style_refined row needed to beat source_only (docs/STYLE.md).
+STYLE_METHOD_DEFAULTS = {
+    "cyclegan": {"steps": 1000, "noise_channels": 0, "n_layers": 3},
+    "simgan": {"steps": 3000, "noise_channels": 1, "n_layers": 1},
+}
+
+
 class Style(Section):
     """Source -> target restyling before the teacher (the paper's "ST" step)."""
 
@@ -358,7 +368,9 @@ class Style(Section):
     # cyclegan: a CycleGAN generator restyles the source (row style_transfer); simgan: a SimGAN
     # refiner adjusts each source pixel in place (row style_refined)
     method: Literal["cyclegan", "simgan"] = "cyclegan"
-    steps: int = Field(1000, ge=1)
+    # null (as steps, noise_channels and n_layers) = the method's own: cyclegan 1000, simgan 3000;
+    # style.method=simgan alone gives the refiner the settings that restyled the source well (docs/STYLE.md)
+    steps: Optional[int] = Field(None, ge=1)
     batch_size: int = Field(1, ge=1)
     lr: float = Field(2e-4, gt=0)
     beta1: float = Field(0.5, ge=0, lt=1)
@@ -372,8 +384,8 @@ class Style(Section):
     # with n_layers=1 the refiner collapsed to black: docs/RESULTS.md)
     reg_on: Literal["pixels", "gradients"] = "pixels"
     # simgan: channels of Gaussian noise the refiner gets beside the image, so that it can draw
-    # the target's sensor noise and texture; 0 = the paper's deterministic refiner
-    noise_channels: int = Field(0, ge=0)
+    # the target's sensor noise and texture; 0 = the paper's deterministic refiner; null = cyclegan 0, simgan 1
+    noise_channels: Optional[int] = Field(None, ge=0)
     # the source the teacher trains on: restyled, the restyled images alone; both, the restyled
     # images and the originals, each set drawn as often (the style row always trains on restyled;
     # docs/RESULTS.md compares the two with the SimGAN refiner)
@@ -381,8 +393,9 @@ class Style(Section):
     ngf: int = Field(16, ge=1)  # the CycleGAN paper's setting: 64; SimGAN's refiner: 64
     n_blocks: int = Field(4, ge=0)  # the CycleGAN paper's setting: 9; SimGAN's refiner: 4
     ndf: int = Field(16, ge=1)  # the paper's setting: 64
-    # 3 = the 70x70 PatchGAN; with simgan, 2 (34x34 patches) keeps the discriminator more local
-    n_layers: int = Field(3, ge=1)
+    # 3 = the 70x70 PatchGAN; fewer layers, smaller patches (1: 16x16), a more local discriminator;
+    # null = cyclegan 3, simgan 1
+    n_layers: Optional[int] = Field(None, ge=1)
     # past generated images the discriminator also sees: cyclegan's image pool, simgan's history
     # buffer (why 50 there: udas_ray/models/refiner.py)
     pool_size: int = Field(50, ge=0)
@@ -394,6 +407,14 @@ class Style(Section):
     translate_batch_size: int = Field(8, ge=1)
     actors: int = Field(1, ge=1)
     cpus_per_actor: float = Field(1.0, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _method_defaults(cls, data):
+        if isinstance(data, dict):  # an unknown method is left to the method field's own check
+            own = STYLE_METHOD_DEFAULTS.get(data.get("method", "cyclegan"), {})
+            data = {**data, **{k: v for k, v in own.items() if data.get(k) is None}}
+        return data
 
     @field_validator("image_size")
     @classmethod
@@ -495,6 +516,8 @@ class Config(Section):
         merged = dict(overrides or {})
         merged.update({k.replace("__", "."): v for k, v in dotted.items()})
         tree = self.to_dict()
+        if "style.method" in merged:  # the new method's own settings, where not given with it
+            tree["style"].update({k: None for k in STYLE_METHOD_DEFAULTS["cyclegan"] if f"style.{k}" not in merged})
         for key, value in merged.items():
             config_loading.set_dotted(Config, tree, key, value, origin="override")
         return validate(tree, origin="override")
