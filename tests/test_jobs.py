@@ -26,7 +26,7 @@ def run_job(*args, timeout=120, env=None):
 
 
 def tiny_overrides(source, target, run_dir):
-    return [f"data.source.format=gta5", f"data.source.root={source}", "data.target.format=cityscapes",
+    return ["data.source.format=gta5", f"data.source.root={source}", "data.target.format=cityscapes",
             f"data.target.root={target}", "data.target.labeled=2", "data.image_size=[32,64]",
             "train.steps=2", "train.batch_size=2", "train.eval_every=2", "train.checkpoint_every=2",
             f"run.dir={run_dir}", "self_training.rounds=1", "run.baselines=false", "scaling.num_workers=0",

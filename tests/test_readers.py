@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from layouts import (cityscapes_paths, save, write_cityscapes, write_folder, write_gta5, write_png16_rgb,
                      write_synthia)
