@@ -167,6 +167,11 @@ class Train(Section):
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0)
     poly_power: float = Field(0.9, ge=0)
+    # Steps over which each segmentation stage's learning rates (every parameter group, and the
+    # discriminator's, which follows the same schedule) ramp linearly from ~0 up to the poly
+    # schedule's; 0 = no warm-up. Spares a pretrained encoder the large first gradients of a
+    # randomly initialised head (DAFormer warms up for 1500 of its 40k iterations).
+    warmup_steps: int = Field(0, ge=0)
     lr_discriminator: float = Field(1e-4, gt=0)
     eval_every: int = Field(100, ge=1)  # steps between target-val evaluations
     checkpoint_every: int = Field(100, ge=1)  # steps between checkpoints
@@ -213,6 +218,26 @@ class Loss(Section):
     # Side of a masked square in pixels of the training image (MIC: 32 at 512x512 crops).
     mic_patch: int = Field(32, ge=1)
     mic_ratio: float = Field(0.7, ge=0, lt=1)  # share of squares masked out (MIC: 0.7)
+    # ImageNet feature distance (DAFormer) in the teacher and the ema stage: the mean L2 distance
+    # between the encoder's last features on source images and those of a frozen copy of the
+    # encoder as the stage started (ImageNet's with a pretrained encoder), where the source label
+    # holds one of fd_classes; keeps what the encoder knew of objects from being overwritten by
+    # the source's look. Weight; 0 = off (DAFormer: 0.005).
+    lambda_fd: float = Field(0.0, ge=0)
+    # Train ids of the classes the feature distance is computed on. DAFormer's set: Cityscapes'
+    # eight thing classes (person, rider, car, truck, bus, train, motorcycle, bicycle) and the
+    # traffic light and sign, objects an ImageNet encoder has learnt to recognise; not the pole,
+    # as there, nor stuff (road, sky, ...), which is left free to adapt to the target.
+    fd_classes: list[int] = Field(default_factory=lambda: [6, 7, 11, 12, 13, 14, 15, 16, 17, 18], min_length=1)
+
+    @field_validator("fd_classes")
+    @classmethod
+    def _train_ids(cls, v):
+        from udas_ray.classes import NUM_CLASSES
+
+        if not all(0 <= c < NUM_CLASSES for c in v):
+            raise ValueError(f"every class must be a train id, 0 to {NUM_CLASSES - 1}")
+        return v
 
 
 # -------------------------------------------------------------------------------- augment

@@ -189,6 +189,8 @@ class ASPP(nn.Module):
 class Segmenter(nn.Module):
     """``backbone`` + ``classifier`` (which ``param_groups`` gives 10x the learning rate);
     logits at input resolution. The base of every segmenter (DeepLabV2, efficientnet.py's).
+    ``backbone(x)`` returns the encoder's last features, which ``forward(x, features=True)``
+    also hands back (the ImageNet feature distance, ``udas_ray.stages.terms``).
 
     With ``freeze_bn=True`` every BatchNorm stays in eval mode (running statistics
     are used and never updated) even while the model is in train mode; its affine
@@ -211,9 +213,12 @@ class Segmenter(nn.Module):
                     m.eval()
         return self
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.classifier(self.backbone(x))
-        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+    def forward(self, x: torch.Tensor, features: bool = False):
+        """Logits at the input's size; with ``features=True`` also the backbone's last features
+        (what ``self.backbone(x)`` returns), from the same pass: ``(logits, features)``."""
+        last = self.backbone(x)
+        logits = F.interpolate(self.classifier(last), size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return (logits, last) if features else logits
 
 
 class DeepLabV2(Segmenter):

@@ -234,11 +234,13 @@ class Decoder(nn.Module):
 # ----------------------------------------------------------------------------- model
 class DeepLabEfficientNet(Segmenter):
     """``backbone`` (EfficientNetLite0) + ``classifier`` (Decoder, fed the stride-4 and the last
-    features); logits at input resolution; ``freeze_bn`` as :class:`Segmenter`'s."""
+    features); logits at input resolution; ``features`` (the last ones) and ``freeze_bn`` as
+    :class:`Segmenter`'s."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.classifier(*self.backbone.forward_features(x))
-        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+    def forward(self, x: torch.Tensor, features: bool = False):
+        skip, last = self.backbone.forward_features(x)
+        logits = F.interpolate(self.classifier(skip, last), size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return (logits, last) if features else logits
 
 
 # --------------------------------------------------------------------------- builder

@@ -32,7 +32,9 @@ provide the roles it reads (:class:`StagePlan`), and it runs a stage with its ki
                      pasted with their labels (self_training.source_classmix), masked image
                      consistency (MIC, loss.lambda_mic)
   ema                a mean teacher labels target images mixed with source ones (DACS / DAFormer),
-                     and masked target images must match its labels (MIC, loss.lambda_mic)
+                     and masked target images must match its labels (MIC, loss.lambda_mic);
+                     with the teacher, the only kinds with the ImageNet feature distance
+                     (loss.lambda_fd; udas_ray.stages.terms says why)
   oracle             every target-train label (the upper bound)
 """
 
@@ -282,8 +284,8 @@ KINDS: dict[str, StageKind] = {k.name: k for k in (
     StageKind("supervised", train_segmenter, trains_on="labeled_target", provides=(SUPERVISED,),
               when=lambda cfg: cfg.data.target.labeled > 0 and (cfg.run.supervised or cfg.run.baselines
                                                                  or _warm_teacher(cfg))),
-    StageKind("teacher", train_segmenter, trains_on="source", terms=("seg", "cm", "labeled", "intra", "adv", "entropy"),
-              randomize=True, rare_class_sampling=True, adabn=True, source="style.train_on",
+    StageKind("teacher", train_segmenter, trains_on="source",
+              terms=("seg", "cm", "labeled", "intra", "adv", "entropy", "fd"), randomize=True, rare_class_sampling=True, adabn=True, source="style.train_on",
               starts_from=Start(SUPERVISED, when=_warm_teacher), provides=(LABELLER, TEACHER)),
     StageKind("pseudo", label_target, when=_offline, per_round=True, stage_name="pseudo_{round}", row=False,
               again="labelling the target images again", reads=("target_train",), starts_from=Start(LABELLER),
@@ -292,8 +294,8 @@ KINDS: dict[str, StageKind] = {k.name: k for k in (
               terms=("seg", "mic"), noisy=True, labels_from=PSEUDO_LABELS, provides=(LABELLER,),
               starts_from=Start(LABELLER, when=_from_teacher), steps="self_training.steps"),
     StageKind("ema", train_segmenter, when=lambda cfg: cfg.self_training.mode in ("ema", "both"), trains_on="source",
-              terms=("seg", "mix", "mic"), randomize=True, rare_class_sampling=True, mixes_domains=True, adabn=True,
-              starts_from=Start(TEACHER, when=_from_teacher), steps="self_training.steps"),
+              terms=("seg", "mix", "mic", "fd"), randomize=True, rare_class_sampling=True, mixes_domains=True,
+              adabn=True, starts_from=Start(TEACHER, when=_from_teacher), steps="self_training.steps"),
     StageKind("oracle", train_segmenter, when=_baselines, trains_on="target_train"),
 )}
 

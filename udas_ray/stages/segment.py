@@ -2,13 +2,13 @@
 
 A :class:`SegmentSpec` (built from a stage kind by ``udas_ray.stages.kinds.build_spec``) says what
 to train on and which loss terms to sum; its :class:`SegmentTask` is the model, its SGD optimizer
-(poly schedule) and the terms' companions, stepped by the shared loop in
-``udas_ray.stages.loop``. One step::
+(poly schedule, after an optional linear warm-up) and the terms' companions, stepped by the
+shared loop in ``udas_ray.stages.loop``. One step::
 
     step = Step(model, batch)          # logits per stream, computed once
     each term's loss L_t = term(step)  # logged as loss_<name>; w_t = its weight from the config
     loss = sum(w_t L_t over the cross-entropy terms) / sum(their w_t)
-         + sum(w_t L_t over the regularizers)          # adversarial, entropy (terms.total_loss)
+         + sum(w_t L_t over the regularizers)          # adversarial, entropy, feature distance
     loss.backward(); opt.step()        # through the fp16 gradient scaler
     companions update (the discriminator, the mean teacher)
 
@@ -83,8 +83,17 @@ class SegmentSpec:
         return SegmentTask(cfg, self, session, tracker)
 
 
-def poly_lr(base: float, step: int, total: int, power: float) -> float:
-    return base * (1 - step / max(total, 1)) ** power
+WARMUP_START = 1e-6  # the share of its scheduled rate a warm-up starts from (DAFormer's warm-up ratio)
+
+
+def poly_lr(base: float, step: int, total: int, power: float, warmup: int = 0) -> float:
+    """The learning rate at ``step`` of ``total``: ``base`` decayed by the poly schedule, and
+    during the first ``warmup`` steps (``train.warmup_steps``) times a linear ramp from
+    :data:`WARMUP_START` at step 0 to 1 at step ``warmup``; from then on the poly rate alone."""
+    lr = base * (1 - step / max(total, 1)) ** power
+    if step < warmup:
+        lr *= WARMUP_START + (1 - WARMUP_START) * step / warmup
+    return lr
 
 
 def build_model(cfg: Config, spec: SegmentSpec) -> tuple[torch.nn.Module, dict]:
@@ -144,7 +153,7 @@ class SegmentTask:
         self.index = step
 
         def lr_of(base):
-            return poly_lr(base, step, self.spec.steps, t.poly_power)
+            return poly_lr(base, step, self.spec.steps, t.poly_power, t.warmup_steps)
 
         lr = lr_of(t.lr)
         for group in self.opt.param_groups:

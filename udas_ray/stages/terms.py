@@ -5,14 +5,17 @@
 The cross-entropy terms CE_i (source, CutMix, labeled target, the ClassMix and masked-image
 terms) are averaged with their weights, so a stage that learns from more streams does not take
 larger steps (summed, the four terms of a teacher with labeled target images diverged at
-train.lr 1e-2); the regularizers R_j (adversarial, entropy) are added with their weights.
+train.lr 1e-2); the regularizers R_j (adversarial, entropy, feature distance) are added with
+their weights.
 
 A term is a function of one :class:`Step` (the batch on the device and the segmenter's logits
-on each stream, computed at most once), registered with :func:`term`: its name (logged as
-``loss_<name>``), the dotted config key of its weight (``None``: always 1) and the batch streams
-it reads. A term whose weight is 0, or whose streams the data cannot fill (CutMix needs labeled
-target images), is left out of the stage. A term may own a *companion*: a second network with its
-own update (the discriminator of the adversarial term, the mean teacher of the ``ema`` stage).
+on each stream, computed at most once, with its encoder's features where a term asks for them),
+registered with :func:`term`: its name (logged as ``loss_<name>``), the dotted config key of its
+weight (``None``: always 1) and the batch streams it reads. A term whose weight is 0, or whose
+streams the data cannot fill (CutMix needs labeled target images), is left out of the stage. A
+term may own a *companion*: a second network with its own update (the discriminator of the
+adversarial term, the mean teacher of the ``ema`` stage) or with none (the frozen encoder of the
+feature distance).
 
 Every loss setting reaches a term one way: from the config the stage trains with, ``step.cfg``
 (its weight too, read through :meth:`Term.weight` by the stage's task); the stage's spec only
@@ -24,6 +27,7 @@ in ``udas_ray.stages.kinds`` (docs/EXTENDING.md).
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Callable
 
@@ -31,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from udas_ray import losses
+from udas_ray.checkpoints import unwrap
 from udas_ray.classes import IGNORE, NUM_CLASSES
 from udas_ray.config import Config
 from udas_ray.inference import to_input
@@ -42,12 +47,18 @@ class Step:
 
     The logits come back in float32 whatever the autocast dtype: the losses are computed in
     float32 anyway, and a companion's network, run outside autocast after the step, gets inputs
-    of its own dtype (a no-op at fp32)."""
+    of its own dtype (a no-op at fp32).
+
+    The segmenter's encoder features on a stream (:meth:`features`) come from the same forward
+    pass as its logits when asked for before the logits are (:meth:`keep_features`, from a
+    companion's ``before_step``); a step that asks for none runs the model as it always did."""
 
     def __init__(self, model: torch.nn.Module, batch: dict, device, cfg: Config, companions: dict):
         self.model, self.batch, self.device, self.cfg, self.companions = model, batch, device, cfg, companions
         self.notes: dict[str, float] = {}  # values a term wants logged beside its loss
         self._logits: dict[str, torch.Tensor] = {}
+        self._features: dict[str, torch.Tensor] = {}
+        self._keep: set[str] = set()  # streams whose logits' forward pass also keeps the features
 
     def image(self, stream: str) -> torch.Tensor:
         return to_input(self.batch[f"{stream}_image"], self.device, self.cfg.train.channels_last)
@@ -57,8 +68,27 @@ class Step:
 
     def logits(self, stream: str) -> torch.Tensor:
         if stream not in self._logits:
-            self._logits[stream] = self.model(self.image(stream))
+            if stream in self._keep:
+                self._logits[stream], self._features[stream] = self.model(self.image(stream), features=True)
+            else:
+                self._logits[stream] = self.model(self.image(stream))
         return self._logits[stream].float()
+
+    def keep_features(self, stream: str) -> None:
+        """Have the forward pass that computes the logits on ``stream`` keep the encoder's features."""
+        self._keep.add(stream)
+
+    def features(self, stream: str) -> torch.Tensor:
+        """The segmenter's encoder features on a stream (its backbone's last output, in the
+        autocast dtype), with their gradient path; from the logits' pass when kept
+        (:meth:`keep_features`), else from one more forward pass."""
+        if stream not in self._features:
+            if stream in self._logits:
+                self._features[stream] = self.model(self.image(stream), features=True)[1]
+            else:
+                self.keep_features(stream)
+                self.logits(stream)
+        return self._features[stream]
 
     def teacher_probs(self, stream: str) -> torch.Tensor:
         """The mean teacher's softmax on a stream (the ema stage's companion), computed once a step."""
@@ -210,6 +240,52 @@ class Adversary:
         self.opt.load_state_dict(state["opt_d"])
 
 
+class FrozenEncoder:
+    """The companion of the feature distance: a copy of the segmenter's encoder (its backbone)
+    as the stage starts, made once per stage before any step or resumed checkpoint (so a resumed
+    stage copies the same starting weights again: the ``init`` model, the pretrained encoder, or
+    the seeded random one). In eval mode (BatchNorm on its running statistics), no gradient, the
+    model's memory format, on the training device; outside the optimizer (built before it
+    exists) and the checkpoints (its state is empty)."""
+
+    def __init__(self, cfg: Config, model: torch.nn.Module):
+        self.net = copy.deepcopy(unwrap(model).backbone).eval().requires_grad_(False)
+
+    def prepare(self, session) -> None:
+        self.net.to(session.device)
+        session.broadcast_from_rank0([self.net])  # what DDP does to the model: rank 0's start on every rank
+
+    def before_step(self, step: Step) -> None:
+        step.keep_features("sup")  # the segmenter's pass on the source keeps its encoder's features
+
+    def after_step(self, step: Step, index: int) -> dict:
+        return {}
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+def thing_cells(label: torch.Tensor, classes, size: tuple[int, int]) -> torch.Tensor:
+    """(N, h, w) bool: the cells of an (h, w) feature map over an (N, H, W) label that hold at
+    least one pixel of ``classes`` (a max-pool of the class mask). DAFormer counts a cell only
+    where one class covers 75 % of it; at the small images' coarse cells (16 x 16 pixels for
+    EfficientNet-Lite0 at output stride 16) that would drop nearly every thin or distant object."""
+    mask = torch.isin(label, torch.as_tensor(list(classes), device=label.device))
+    return F.adaptive_max_pool2d(mask[:, None].float(), tuple(size))[:, 0] > 0
+
+
+def feature_distance(features: torch.Tensor, frozen: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+    """Mean over the ``cells`` (N, h, w) of the L2 distance between two (N, C, h, w) feature maps,
+    in float32; 0 where no cell counts."""
+    if not cells.any():
+        return torch.zeros((), device=features.device)
+    distance = torch.linalg.vector_norm(features.float() - frozen.float(), dim=1)
+    return distance[cells].mean()
+
+
 # ---------------------------------------------------------------------------------- terms
 @term("seg", reads=("sup",))
 def supervised_cross_entropy(step: Step) -> torch.Tensor:
@@ -265,3 +341,23 @@ def masked_image_consistency(step: Step) -> torch.Tensor:
 def target_entropy(step: Step) -> torch.Tensor:
     """Entropy minimisation on unlabeled target predictions (ADVENT's direct term)."""
     return losses.entropy_loss(step.logits("target"))
+
+
+# Which kinds list it (udas_ray.stages.kinds): the teacher and the ema stage, the adapted models
+# that learn from source images and their labels, as DAFormer's UDA training does. An ema stage
+# that starts from the teacher (self_training.init) is kept near the teacher's encoder (which,
+# with the term on, was kept near its own start). Not the students: their supervised stream is pseudo-labeled target
+# images, whose labels are the teacher's guesses. Not the baselines: they are the reference rows
+# (no adaptation, supervised, oracle), trained with cross-entropy alone as the literature's are.
+@term("fd", weight="loss.lambda_fd", reads=("sup",), companion=FrozenEncoder, regularizer=True)
+def imagenet_feature_distance(step: Step) -> torch.Tensor:
+    """ImageNet feature distance (DAFormer, Hoyer et al. 2022): the segmenter's encoder features
+    on the source images kept near those of the encoder the stage started from (ImageNet's for a
+    pretrained model), on the feature cells showing a class of ``loss.fd_classes``."""
+    features = step.features("sup")
+    cells = thing_cells(step.label("sup"), step.cfg.loss.fd_classes, features.shape[-2:])
+    if not cells.any():  # no object in the batch: no second encoder pass
+        return torch.zeros((), device=features.device)
+    with torch.no_grad():
+        frozen = step.companions["fd"].net(step.image("sup"))
+    return feature_distance(features, frozen, cells)
