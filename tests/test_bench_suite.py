@@ -52,7 +52,12 @@ def test_paired_differences_and_the_rule_for_defaults():
                   for s, c in seeds.items()} for p, seeds in RESULTS.items()}
     text = suite.table("better", {}, "full", 0, better, "today", RESULTS)
     assert "| street | 20.0 ± 0.0 | 29.0 ± 1.4 | 31.0 ± 1.4 | 35.0 ± 1.4 | 42.0 ± 2.8 | 69.2 ± 15.3 | 2.0 ± 0.0 |" in text
-    assert "suite mean 2.0 ± 0.0 mIoU (paired); pairs losing more than their seed spread: none; passes" in text
+    assert "suite mean 2.0 ± 0.0 mIoU (paired); pairs losing more than their seed spread: none; meets both " \
+           "conditions of the rule, but a default needs 3 seeds at full length (2 seeds: rank only)" in text
+    three = {p: {**seeds, 2: seeds[0]} for p, seeds in RESULTS.items()}
+    better3 = {p: {**seeds, 2: seeds[0]} for p, seeds in better.items()}
+    assert "none; passes the rule for defaults." in suite.table("better", {}, "full", 0, better3, "today", three)
+    assert "(short runs: rank only)" in suite.table("better", {}, "short", 0, better3, "today", three)
     # a gain on one pair that costs another more than its seed spread is not a default
     mixed = {"street": {s: _cell(20, 30, 32, c["round_2"] + 8, c["oracle"]) for s, c in RESULTS["street"].items()},
              "sensor": {s: _cell(10, 14, 15, c["round_2"] - 3, c["oracle"]) for s, c in RESULTS["sensor"].items()}}
@@ -61,7 +66,7 @@ def test_paired_differences_and_the_rule_for_defaults():
     assert "does not pass the rule" in suite.table("mixed", {}, "full", 0, mixed, "today", RESULTS)
     one_seed = {p: {0: c[0]} for p, c in better.items()}
     text = suite.table("better", {}, "short", 0, one_seed, "today", RESULTS)
-    assert "does not pass the rule for defaults (one seed: rank only)" in text
+    assert "does not pass the rule for defaults (short runs: rank only)" in text
 
 
 def test_recipes_share_baselines_only_when_they_train_them_the_same_way(tmp_path):
