@@ -31,6 +31,19 @@ def test_conv2d_forward():
         assert count_step_flops(lambda: conv(x)) == 2 * n * c_out * h_out * w_out * c_in * k * k
 
 
+@pytest.mark.parametrize("groups", [1, 4, 8])
+def test_conv2d_backward_costs_twice_its_forward_whatever_its_groups(groups):
+    """A depthwise or grouped convolution (EfficientNet-Lite0's) must not be counted as a dense one
+    in backward, or the model's MFU comes out above 100 %."""
+    n, c, k, h, w = 2, 8, 3, 9, 11
+    conv = nn.Conv2d(c, c, k, padding=1, groups=groups, bias=False)
+    x = torch.randn(n, c, h, w, requires_grad=True)
+    forward = 2 * n * c * h * w * (c // groups) * k * k
+    assert count_step_flops(lambda: conv(x).sum().backward()) == 3 * forward
+    # no gradient for the input: the weight's gradient only
+    assert count_step_flops(lambda: conv(x.detach()).sum().backward()) == 2 * forward
+
+
 def test_step_runs_once():
     calls = []
     count_step_flops(lambda: calls.append(1))
