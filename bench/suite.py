@@ -214,14 +214,18 @@ def table(recipe: str, overrides: dict, length: str, labeled: int, results: dict
     if "rule" in s:
         r = s["rule"]
         n = len(s["seeds"])
-        short = "short runs" if length != "full" else f"{n} seed{'s' if n > 1 else ''}" if n < RULE_SEEDS else ""
-        if r["passes"] and not short:
-            verdict = "passes the rule for defaults"
-        elif r["passes"]:
-            verdict = f"meets both conditions of the rule, but a default needs {RULE_SEEDS} seeds at full length " \
-                      f"({short}: rank only)"
+        rank_only = ""  # why these runs can only rank, where they can
+        if length != "full":
+            rank_only = "short runs"
+        elif n < RULE_SEEDS:
+            rank_only = f"{n} seed{'s' if n > 1 else ''}"
+        if not r["passes"]:
+            verdict = "does not pass the rule for defaults" + (f" ({rank_only}: rank only)" if rank_only else "")
+        elif rank_only:
+            verdict = (f"meets both conditions of the rule, but a default needs {RULE_SEEDS} seeds at full length "
+                       f"({rank_only}: rank only)")
         else:
-            verdict = "does not pass the rule for defaults" + (f" ({short}: rank only)" if short else "")
+            verdict = "passes the rule for defaults"
         losers = ", ".join(r["losers"]) or "none"
         lines.append(f"Against `{against_name}`: suite mean {mean_std(r['mean_paired'])} mIoU (paired); pairs losing "
                      f"more than their seed spread: {losers}; {verdict}.")

@@ -384,6 +384,7 @@ STYLE_METHOD_DEFAULTS = {
     "cyclegan": {"steps": 1000, "noise_channels": 0, "n_layers": 3},
     "simgan": {"steps": 3000, "noise_channels": 1, "n_layers": 1},
 }
+STYLE_METHOD_KEYS = ("steps", "noise_channels", "n_layers")
 
 
 class Style(Section):
@@ -542,7 +543,7 @@ class Config(Section):
         merged.update({k.replace("__", "."): v for k, v in dotted.items()})
         tree = self.to_dict()
         if "style.method" in merged:  # the new method's own settings, where not given with it
-            tree["style"].update({k: None for k in STYLE_METHOD_DEFAULTS["cyclegan"] if f"style.{k}" not in merged})
+            tree["style"].update({k: None for k in STYLE_METHOD_KEYS if f"style.{k}" not in merged})
         for key, value in merged.items():
             config_loading.set_dotted(Config, tree, key, value, origin="override")
         return validate(tree, origin="override")

@@ -69,10 +69,11 @@ class Step:
     def logits(self, stream: str) -> torch.Tensor:
         if stream not in self._logits:
             if stream in self._keep:
-                self._logits[stream], self._features[stream] = self.model(self.image(stream), features=True)
+                logits, self._features[stream] = self.model(self.image(stream), features=True)
             else:
-                self._logits[stream] = self.model(self.image(stream))
-        return self._logits[stream].float()
+                logits = self.model(self.image(stream))
+            self._logits[stream] = logits.float()  # once a step, not at every term's call
+        return self._logits[stream]
 
     def keep_features(self, stream: str) -> None:
         """Have the forward pass that computes the logits on ``stream`` keep the encoder's features."""
