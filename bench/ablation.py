@@ -174,7 +174,7 @@ def main():
     done, have = collect(out)
     claimed = set(have)  # seeds whose baselines are on disk or trained by a row of this invocation
     connect(base)
-    Driver = driver_actor()
+    Driver = driver_actor(base.scaling)
     for seed in seeds:
         for name in names:
             folder = out / name / f"seed_{seed}"

@@ -54,7 +54,7 @@ def main():
     args = p.parse_args()
     base = load_config(args.config, args.overrides)
     connect(base)
-    Driver = driver_actor()
+    Driver = driver_actor(base.scaling)
     results = {}
     for steps in [int(s) for s in args.steps.split(",")]:
         for seed in [int(s) for s in args.seeds.split(",")]:

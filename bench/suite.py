@@ -342,8 +342,9 @@ def run_all(configs: dict, out: Path, recipe: str) -> None:
     from udas_ray.data.splits import load_splits
     from udas_ray.driver import driver_actor
 
-    connect(next(iter(configs.values())))
-    Driver = driver_actor()
+    first = next(iter(configs.values()))
+    connect(first)
+    Driver = driver_actor(first.scaling)
     for (pair, seed), cfg in configs.items():
         run_dir = Path(cfg.run.dir)
         if read_rows(run_dir) is not None:

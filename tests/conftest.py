@@ -25,10 +25,12 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 def ray_session():
     """A local Ray shared by every test that needs one (starting Ray costs ~5 s here). Always a new
     one, as a job starts: without ``address="local"`` ray.init joins whatever cluster
-    /tmp/ray/ray_current_cluster names, and a killed ``ray.cluster_utils.Cluster`` leaves that file."""
+    /tmp/ray/ray_current_cluster names, and a killed ``ray.cluster_utils.Cluster`` leaves that file.
+    Its one GPU is counted, not looked for (none need exist), so that GPU placement is tested on
+    any machine; only what asks for a GPU (``scaling.use_gpu=true``) is given it."""
     import ray
 
-    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=True)
+    ray.init(address="local", num_cpus=4, num_gpus=1, include_dashboard=False, log_to_driver=True)
     from udas_ray.cluster import quiet_ray_data
 
     quiet_ray_data()

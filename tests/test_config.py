@@ -98,6 +98,9 @@ def test_unknown_section_in_yaml_file(tmp_path):
         ("pseudo.k=0", "pseudo.k"),
         ("run.seed=abc", "run.seed"),
         ("scaling.use_gpu=maybe", "scaling.use_gpu"),
+        ("scaling.gpus_per_worker=0", "scaling.gpus_per_worker"),
+        ("scaling.gpus_per_worker=1.5", "scaling.gpus_per_worker"),  # Ray places 0.5 or 2 GPUs, not 1.5
+        ("pseudo.gpus_per_actor=-1", "pseudo.gpus_per_actor"),
         ("data.image_size=[16,64]", "data.image_size"),
         ("data.image_size=[64,31]", "data.image_size"),
         ("data.source.image_size=[8,8]", "data.source.image_size"),
@@ -268,7 +271,8 @@ def test_default_yaml_resolves_as_before_the_recipe_moved(default):
 # resources of each stage (the keys that change how, not what, is computed).
 SCALE_KEYS = ("data", "data_dependency.budgets", "model", "run.dir", "mlflow", "scaling",
               "train.steps", "train.batch_size", "train.eval_every", "train.checkpoint_every", "train.log_every",
-              "self_training.steps", "pseudo.actors", "pseudo.cpus_per_actor", "pseudo.batch_size",
+              "self_training.steps", "pseudo.actors", "pseudo.cpus_per_actor", "pseudo.gpus_per_actor",
+              "pseudo.batch_size",
               "style.steps", "style.image_size", "style.ngf", "style.ndf", "style.n_blocks",
               "style.actors", "style.cpus_per_actor", "loss.mic_patch")
 # Recipe keys the paper's scale needs different; conf/gta5_cityscapes.yaml says why for each.

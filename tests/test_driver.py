@@ -68,6 +68,24 @@ def test_pipeline_writes_summary_manifest_and_nested_mlflow_runs(ray_session, ti
     assert "pseudo_miou" in pseudo_run.data.metrics and "kept_share" in pseudo_run.data.metrics
 
 
+def test_tracking_off_runs_without_mlflow(ray_session, tiny_cfg, monkeypatch):
+    """mlflow.enabled=false: a node without MLflow trains; results are in the run folder alone."""
+    from udas_ray import tracking
+
+    def no_mlflow(*args, **kwargs):
+        raise AssertionError("MLflow was used with mlflow.enabled=false")
+
+    monkeypatch.setattr(tracking, "_client", no_mlflow)
+    cfg = tiny_cfg.override({"mlflow.enabled": False, "run.stop_after": "teacher"})
+    assert cfg.tracking_uri is None
+    Pipeline(cfg, load_splits(cfg)).run()
+    summary = json.loads(open(f"{cfg.run.dir}/summary.json").read())
+    assert [s["name"] for s in summary["stages"]] == ["teacher"]
+    manifest = json.loads(open(f"{cfg.run.dir}/manifest.json").read())
+    assert manifest.get("parent_run_id") is None and "mlflow_run_id" not in manifest["stages"]["teacher"]
+    assert not list(__import__("pathlib").Path(cfg.run.dir).glob("mlflow.db"))
+
+
 def test_a_failed_round_resumes_without_retraining_the_teacher(ray_session, tiny_cfg, monkeypatch):
     real = segment.run_on_ray
     trained = []

@@ -65,9 +65,42 @@ def cpu_demand(cfg) -> dict[str, float]:
     return demand
 
 
-def check_fits(cfg, reserved: float = 0.0, what: str = "") -> None:
-    """Fail at once, naming the keys, when a stage asks for more CPUs (or GPUs) than the cluster
-    has: Ray would otherwise wait for them forever."""
+def driver_gpus(scaling) -> float:
+    """GPUs the driver actor holds for the whole run: with ``scaling.use_gpu`` in the in-process
+    mode (``num_workers=0``) the stages train inside it, so it takes a training worker's share."""
+    return scaling.gpus_per_worker if scaling.use_gpu and scaling.num_workers == 0 else 0.0
+
+
+def gpu_demand(cfg, drivers: int = 1) -> dict[str, tuple[float, str]]:
+    """With ``scaling.use_gpu``: the GPUs each kind of stage needs at once, and what to lower when
+    they do not fit. Pseudo-labelling runs beside the in-process driver actors (one per pipeline
+    in flight: ``drivers``), which hold their GPUs meanwhile."""
+    from udas_ray.driver import plan
+
+    sc, p = cfg.scaling, cfg.pseudo
+    if not sc.use_gpu:
+        return {}
+    held = drivers * driver_gpus(sc)
+    if held:
+        demand = {"training in the driver actor (scaling.num_workers=0: scaling.gpus_per_worker)":
+                  (sc.gpus_per_worker, "lower scaling.gpus_per_worker")}
+        beside = ", plus scaling.gpus_per_worker for " + (
+            "the driver actor" if drivers == 1 else f"each of {drivers} driver actors (run.concurrent_seeds)")
+    else:
+        demand = {"training (scaling.num_workers x scaling.gpus_per_worker)":
+                  (sc.num_workers * sc.gpus_per_worker, "lower scaling.num_workers or scaling.gpus_per_worker")}
+        beside = ""
+    if any(stage.kind == "pseudo" for stage in plan(cfg)):
+        fix = "lower pseudo.actors or pseudo.gpus_per_actor (e.g. 0.5 to share a GPU)"
+        demand[f"pseudo-labelling (pseudo.actors x pseudo.gpus_per_actor{beside})"] = (
+            held + p.actors * p.gpus_per_actor, fix + (" or scaling.gpus_per_worker" if held else ""))
+    return demand
+
+
+def check_fits(cfg, reserved: float = 0.0, what: str = "", drivers: int = 1) -> None:
+    """Fail at once, naming the keys, when a stage asks for more CPUs or GPUs than the cluster
+    has: Ray would otherwise wait for them forever. ``drivers``: pipelines in flight at once
+    (``run.concurrent_seeds``), each of whose in-process drivers holds its GPUs."""
     import ray
 
     resources = ray.cluster_resources()
@@ -77,20 +110,21 @@ def check_fits(cfg, reserved: float = 0.0, what: str = "") -> None:
             extra = f" plus {reserved:g} for {what}" if reserved else ""
             raise UdasError(f"{stage} needs {cpus:g} CPUs{extra}, but the Ray cluster has {total:g}; "
                             "lower those keys (or add nodes)")
-    gpus, workers = resources.get("GPU", 0.0), max(cfg.scaling.num_workers, 1)
-    if cfg.scaling.use_gpu and gpus < workers:
-        raise UdasError(f"scaling.use_gpu=true needs a GPU for each of {workers} training worker(s), but the Ray "
-                        f"cluster has {gpus:g}; set scaling.use_gpu=false or lower scaling.num_workers (or add nodes)")
+    gpus = resources.get("GPU", 0.0)
+    for stage, (need, fix) in gpu_demand(cfg, drivers).items():
+        if need > gpus + 1e-9:
+            raise UdasError(f"scaling.use_gpu=true: {stage} needs {need:g} GPUs, but the Ray cluster has {gpus:g}; "
+                            f"{fix}, or set scaling.use_gpu=false (or add nodes)")
 
 
-def connect(cfg, dashboard: bool = False) -> bool:
+def connect(cfg, dashboard: bool = False, drivers: int = 1) -> bool:
     """Join or start Ray, then check that every stage of ``cfg`` fits in it; True when this call
     started Ray (it is then shut down when the process ends).
 
     ``dashboard``: start a local Ray with its dashboard, which serves the State API. Sweeps need
     it: when Tune stops a trial, Ray Train's placement-group cleaner asks the State API whether
     the trial's controller is gone before freeing its workers' CPUs; without an answer they stay
-    reserved and the next trial waits for them forever.
+    reserved and the next trial waits for them forever. ``drivers``: as :func:`check_fits`.
     """
     import ray
 
@@ -100,7 +134,7 @@ def connect(cfg, dashboard: bool = False) -> bool:
         if started:
             _shut_down_at_exit()
     quiet_ray_data()
-    check_fits(cfg)
+    check_fits(cfg, drivers=drivers)
     return started
 
 

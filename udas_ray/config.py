@@ -47,6 +47,13 @@ def _check_size(v):
     return v
 
 
+def _gpu_share(v: float) -> float:
+    """Ray places a fraction of one GPU or whole GPUs: 0.5 or 2, never 1.5."""
+    if v > 1 and v != int(v):
+        raise ValueError("a fraction of one GPU (at most 1) or a whole number of GPUs")
+    return v
+
+
 # ----------------------------------------------------------------------------------- data
 def _label_ids_need_folder(section, key: str):
     """``label_ids`` says what a ``folder`` dataset's labels hold; other formats fix their own ids."""
@@ -316,6 +323,11 @@ class Pseudo(Section):
     batch_size: int = Field(16, ge=1)
     actors: int = Field(1, ge=1)
     cpus_per_actor: float = Field(1.0, gt=0)
+    # GPUs each actor takes with scaling.use_gpu, so that Ray places it on a GPU and keeps others off it;
+    # a fraction (at most 1) shares one GPU with other actors or the in-process driver; 0 = on the CPU
+    gpus_per_actor: float = Field(1.0, ge=0)
+
+    _gpus = field_validator("gpus_per_actor")(_gpu_share)
 
 
 # --------------------------------------------------------------------------- self-training
@@ -361,16 +373,25 @@ class SelfTraining(Section):
 # -------------------------------------------------------------------------------- scaling
 class Scaling(Section):
     num_workers: int = Field(1, ge=0)  # Ray Train workers per stage; 0 = the training loop in the driver process
-    use_gpu: bool = False  # one GPU per training worker
+    use_gpu: bool = False  # training and pseudo-labelling on GPUs (scaling.gpus_per_worker, pseudo.gpus_per_actor)
+    # GPUs each training worker takes with use_gpu; with num_workers=0 the driver actor takes them for
+    # the whole run, as the stages train inside it. A fraction (at most 1) shares one GPU, e.g. the
+    # in-process driver's with the pseudo-label actors
+    gpus_per_worker: float = Field(1.0, gt=0)
     cpus_per_worker: float = Field(1.0, gt=0)
     max_failures: int = Field(1, ge=0)
     data_workers: int = Field(1, ge=1)  # Ray Data actors building training batches
     data_cpus: float = Field(0.5, gt=0)  # CPUs reserved per Ray Data actor
     ray_num_cpus: Optional[int] = Field(None, ge=1)  # logical CPUs of a local Ray (null = cores)
 
+    _gpus = field_validator("gpus_per_worker")(_gpu_share)
+
 
 # --------------------------------------------------------------------------------- mlflow
 class Mlflow(Section):
+    # false: no tracking, and mlflow is never imported (a GPU node without it; summary.json and the
+    # stage folders hold the results either way)
+    enabled: bool = True
     tracking_uri: Optional[str] = None  # null = sqlite:///<run.dir>/mlflow.db
     experiment: str = "udas-ray"  # the MLflow experiment of the job's runs
 
@@ -549,7 +570,10 @@ class Config(Section):
         return validate(tree, origin="override")
 
     @property
-    def tracking_uri(self) -> str:
+    def tracking_uri(self) -> Optional[str]:
+        """Where the runs are tracked; None with ``mlflow.enabled=false``."""
+        if not self.mlflow.enabled:
+            return None
         if self.mlflow.tracking_uri:
             return self.mlflow.tracking_uri
         return "sqlite:///" + str(Path(self.run.dir).resolve() / "mlflow.db")

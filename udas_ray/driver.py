@@ -38,8 +38,9 @@ MANIFEST_FILE = "manifest.json"
 CONFIG_FILE = "config.yaml"
 # Keys that may change between a run and its resumption: how, not what, is computed.
 RESUMABLE_KEYS = ("run.fresh", "run.stop_after", "scaling", "data.verify", "train.peak_gflops",
-                  "train.channels_last", "pseudo.actors", "pseudo.cpus_per_actor", "pseudo.batch_size",
-                  "style.actors", "style.cpus_per_actor", "style.translate_batch_size", "tune", "data_dependency")
+                  "train.channels_last", "pseudo.actors", "pseudo.cpus_per_actor", "pseudo.gpus_per_actor",
+                  "pseudo.batch_size", "style.actors", "style.cpus_per_actor", "style.translate_batch_size", "tune",
+                  "data_dependency")
 
 
 def plan(cfg: Config) -> list[StagePlan]:
@@ -262,6 +263,8 @@ class Pipeline:
 
     # -------------------------------------------------------------------------------
     def _parent_run(self, manifest: Manifest) -> str | None:
+        if not self.uri:  # mlflow.enabled=false
+            return None
         try:
             run_id = manifest.data.get("parent_run_id")
             if not tracking.run_exists(self.uri, run_id):
@@ -307,8 +310,13 @@ class Pipeline:
             tracking.RunLogger(self.uri, run_id).finish()
 
 
-def driver_actor():
-    """The pipeline as a Ray actor that holds no CPU (its stages ask for their own)."""
+def driver_actor(scaling):
+    """The pipeline as a Ray actor that holds no CPU (its stages ask for their own). With
+    ``scaling.use_gpu`` in the in-process mode it takes ``scaling.gpus_per_worker`` GPUs: its
+    stages train inside it, so Ray must place it on a GPU node and keep that GPU for it.
+    ``scaling``: the job's ``cfg.scaling``."""
     import ray
 
-    return ray.remote(num_cpus=0, max_restarts=0)(Pipeline)
+    from udas_ray.cluster import driver_gpus
+
+    return ray.remote(num_cpus=0, num_gpus=driver_gpus(scaling), max_restarts=0)(Pipeline)

@@ -88,13 +88,19 @@ def warm_up_counter() -> None:
 
 
 def measure_peak(threads: int | None = None, seconds: float = 1.0, size: int = 1024,
-                 dtype: torch.dtype = torch.float32) -> float:
-    """Matmul GFLOP/s (``size`` x ``size`` in ``dtype``, best repeat) at ``threads`` torch threads
-    (default: the current count), measured once per process, thread count and dtype, then served
-    from a cache (a stage computing in bfloat16 is held against a bfloat16 matmul, which on CPUs
-    with native bf16 runs about twice as fast as float32); the thread count is restored
-    afterwards. The counted first call is the warm-up; with it, the measurement takes about
-    ``seconds`` (plus one call, and the counter's one-time imports if they are still to come)."""
+                 dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> float:
+    """Matmul GFLOP/s (``size`` x ``size`` in ``dtype``, best repeat) on ``device``: on a CPU at
+    ``threads`` torch threads (default: the current count), measured once per process, thread count,
+    dtype and device, then served from a cache (a stage computing in bfloat16 is held against a
+    bfloat16 matmul, which on CPUs with native bf16 runs about twice as fast as float32); the
+    thread count is restored afterwards. The counted first call is the warm-up; with it, the
+    measurement takes about ``seconds`` (plus one call, and the counter's one-time imports if they
+    are still to come). On a GPU the matmul is 8192 wide (a 1024 one leaves it mostly idle) and
+    timed between synchronizations: a stage on a GPU held against the CPU's matmul reports an
+    MFU of thousands of percent."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return _gpu_peak(device, dtype, seconds)
     threads = threads or torch.get_num_threads()
     key = (threads, size, dtype)
     if key not in _PEAKS:
@@ -113,4 +119,23 @@ def measure_peak(threads: int | None = None, seconds: float = 1.0, size: int = 1
         finally:
             if torch.get_num_threads() != before:
                 torch.set_num_threads(before)
+    return _PEAKS[key]
+
+
+def _gpu_peak(device: torch.device, dtype: torch.dtype, seconds: float, size: int = 8192, calls: int = 10) -> float:
+    """The best of repeated bursts of ``calls`` matmuls, each burst timed between synchronizations."""
+    key = (str(device), size, dtype)
+    if key not in _PEAKS:
+        a, b = (torch.randn(size, size, device=device).to(dtype) for _ in range(2))
+        best, start = float("inf"), time.perf_counter()
+        with torch.no_grad():
+            torch.mm(a, b)
+            torch.cuda.synchronize(device)
+            while best == float("inf") or time.perf_counter() - start < seconds:
+                t0 = time.perf_counter()
+                for _ in range(calls):
+                    torch.mm(a, b)
+                torch.cuda.synchronize(device)
+                best = min(best, (time.perf_counter() - t0) / calls)
+        _PEAKS[key] = 2 * size ** 3 / best / 1e9
     return _PEAKS[key]

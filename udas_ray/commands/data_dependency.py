@@ -50,6 +50,29 @@ def main(argv=None):
     png = budgets.plot(table, baselines, run_dir / "data_dependency.png",
                        f"{cfg.data.source.format} -> {cfg.data.target.format}: mIoU vs labeled target")
     js = budgets.write_table(table, baselines, run_dir / "data_dependency.json")
+    if cfg.tracking_uri:  # else mlflow.enabled=false
+        log_to_mlflow(cfg, table, png, js, run_dir)
+    print()
+    print(budgets.format_table(table, baselines))
+    print(f"\nwrote {png} and {js}")
+    return 0
+
+
+def run_budgets(cfg, configs: dict, splits: dict) -> dict:
+    """One pipeline per (budget, seed), one after the other; their summaries."""
+    import ray
+
+    cluster.connect(cfg)  # one pipeline at a time
+    Driver = driver_actor(cfg.scaling)
+    return {key: ray.get(Driver.remote(configs[key], splits[key]).run.remote()) for key in configs}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+def log_to_mlflow(cfg, table: list[dict], png: Path, js: Path, run_dir: Path) -> None:
+    """The budgets' mIoU as one MLflow run's metrics, stepped by the labeled count, with the table files."""
     uri = cfg.tracking_uri
     try:
         run_id = tracking.create_run(uri, cfg.mlflow.experiment, f"data dependency {run_dir.name}")
@@ -62,20 +85,3 @@ def main(argv=None):
         logger.finish()
     except Exception as exc:  # the table and plot are on disk either way
         print(f"MLflow logging failed ({exc}); results are in {run_dir}")
-    print()
-    print(budgets.format_table(table, baselines))
-    print(f"\nwrote {png} and {js}")
-    return 0
-
-
-def run_budgets(cfg, configs: dict, splits: dict) -> dict:
-    """One pipeline per (budget, seed), one after the other; their summaries."""
-    import ray
-
-    cluster.connect(cfg)
-    Driver = driver_actor()
-    return {key: ray.get(Driver.remote(configs[key], splits[key]).run.remote()) for key in configs}
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -61,8 +61,8 @@ def run_pipelines(cfg, configs: dict, splits: dict) -> dict:
     """One driver actor per seed, at most run.concurrent_seeds at once; the (aggregated) summary."""
     import ray
 
-    cluster.connect(cfg)
-    Driver = driver_actor()
+    cluster.connect(cfg, drivers=min(cfg.run.concurrent_seeds, len(configs)))
+    Driver = driver_actor(cfg.scaling)
     results, pending, queue = {}, {}, list(configs)
     while queue or pending:  # at most run.concurrent_seeds pipelines at once
         while queue and len(pending) < cfg.run.concurrent_seeds:

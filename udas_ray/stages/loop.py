@@ -128,7 +128,8 @@ def run_loop(task: Task, batches: Iterable[dict] | Callable[[int], Iterable[dict
         with clock("flop_counter_and_peak"):
             flops.warm_up_counter()  # the counter's one-time imports, off the clock
             with torch.random.fork_rng(devices=[]):  # the measurement's randn must not move the training's RNG
-                peak_gflops = peak_gflops or flops.measure_peak(torch.get_num_threads(), dtype=peak_dtype)
+                peak_gflops = peak_gflops or flops.measure_peak(torch.get_num_threads(), dtype=peak_dtype,
+                                                                device=session.device)
     it = iter(batches(step) if callable(batches) else batches)
     progress, announce = Progress(peak_gflops=peak_gflops), False
     started = time.perf_counter()
@@ -284,7 +285,8 @@ def plain_batches(builder, batch_size: int, start: int = 0) -> Iterator[dict]:
 
 def run_plain(cfg: Config, spec: Spec, checkpoint_dir: str | Path | None = None) -> dict:
     """The whole stage in this process, no Ray (benchmarks, tests); checkpoints in ``checkpoint_dir``."""
-    session = PlainSession(checkpoint_dir or Path(spec.out_dir) / "plain")
+    device = "cuda" if cfg.scaling.use_gpu and torch.cuda.is_available() else "cpu"
+    session = PlainSession(checkpoint_dir or Path(spec.out_dir) / "plain", device)
     builder_cls, kwargs = batch_kwargs(cfg, spec)
     builder, bs = builder_cls(**kwargs), spec.batch_size(cfg)
     return _start(spec, cfg, session, lambda step: plain_batches(builder, bs, step * bs))
@@ -371,6 +373,15 @@ def checkpointed_step(storage: str | Path, name: str) -> int:
         return 0
 
 
+def worker_resources(scaling) -> dict[str, float]:
+    """What each Train worker reserves: ``scaling.cpus_per_worker`` CPUs and, with
+    ``scaling.use_gpu``, ``scaling.gpus_per_worker`` GPUs."""
+    resources = {"CPU": scaling.cpus_per_worker}
+    if scaling.use_gpu:
+        resources["GPU"] = scaling.gpus_per_worker
+    return resources
+
+
 def fit(train_fn, train_config: dict, *, cfg: Config, name: str, datasets: dict | None = None,
         storage: str | Path, callbacks=None):
     """Run ``train_fn`` on Ray Train workers as the config's ``scaling`` section says.
@@ -385,9 +396,7 @@ def fit(train_fn, train_config: dict, *, cfg: Config, name: str, datasets: dict 
     from ray.train.torch import TorchTrainer
 
     sc = cfg.scaling
-    resources = {"CPU": sc.cpus_per_worker}
-    if sc.use_gpu:
-        resources["GPU"] = 1
+    resources = worker_resources(sc)
     callbacks = list(callbacks or [])
     if sc.num_workers > 0:  # a lost node the nodes left cannot make up for ends the stage, naming it
         from udas_ray.lost_nodes import LostNodeCheck

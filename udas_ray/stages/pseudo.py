@@ -115,12 +115,13 @@ class TeacherPredictor:
     was published, and must not bring the staging folder back."""
 
     def __init__(self, model_path: str, size: tuple[int, int], params: ViewParams, staging: str, threads: int = 1,
-                 precision: str = "fp32", channels_last: bool = True):
+                 precision: str = "fp32", channels_last: bool = True, device: str | None = None):
+        """``device``: where the teacher runs; None: on a GPU where torch sees one, else on the CPU."""
         from udas_ray.checkpoints import load_model
         from udas_ray.models import to_memory_format
 
         torch.set_num_threads(max(1, threads))
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model = to_memory_format(load_model(model_path)[0].to(self.device), channels_last)
         self.size, self.params, self.staging, self.precision = tuple(size), params, Path(staging), precision
 
@@ -216,6 +217,12 @@ def pseudo_split(final: str | Path, split: Split) -> Split:
     return Split("pseudo", str(final), split.split, samples, "labelids")
 
 
+def actor_resources(cfg) -> dict[str, float]:
+    """What each pseudo-label actor reserves: ``pseudo.cpus_per_actor`` CPUs and, with
+    ``scaling.use_gpu``, ``pseudo.gpus_per_actor`` GPUs."""
+    return {"CPU": cfg.pseudo.cpus_per_actor, "GPU": cfg.pseudo.gpus_per_actor if cfg.scaling.use_gpu else 0}
+
+
 def predict_to_staging(cfg, split: Split, model_path: str | Path, staging: str | Path,
                        what: str = "pseudo pass 1/2") -> np.ndarray:
     """Pass 1 on an actor pool: every image's merged prediction into ``staging``; returns the
@@ -232,12 +239,15 @@ def predict_to_staging(cfg, split: Split, model_path: str | Path, staging: str |
     rows = [{"image": s.image, "name": s.name, "seed": cfg.run.seed * 1_000_003 + i} for i, s in enumerate(split.samples)]
     (Path(staging) / "pred").mkdir(parents=True, exist_ok=True)
     ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // p.batch_size, 64)))
-    per_actor = {"CPU": p.cpus_per_actor, "GPU": 1 if cfg.scaling.use_gpu else 0}
+    per_actor = actor_resources(cfg)
+    # pseudo.gpus_per_actor=0 with GPUs: Ray hides no GPU from an actor that asked for none
+    device = "cpu" if cfg.scaling.use_gpu and not per_actor["GPU"] else None
     out = ds.map_batches(
         TeacherPredictor,
         fn_constructor_kwargs={"model_path": str(model_path), "size": tuple(cfg.data.image_size), "params": params,
                                "staging": str(staging), "threads": max(1, int(p.cpus_per_actor)),
-                               "precision": cfg.train.precision, "channels_last": cfg.train.channels_last},
+                               "precision": cfg.train.precision, "channels_last": cfg.train.channels_last,
+                               "device": device},
         batch_size=p.batch_size,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=p.actors),
@@ -247,7 +257,8 @@ def predict_to_staging(cfg, split: Split, model_path: str | Path, staging: str |
     hist = np.zeros((NUM_CLASSES, BINS), np.int64)
     ticker = Ticker(len(split), what)
     results = out.iter_batches(batch_size=None, batch_format="numpy")
-    for batch in lost_nodes.watch_nodes(results, what, per_actor, "pseudo.cpus_per_actor"):
+    setting = "pseudo.cpus_per_actor" + (" or pseudo.gpus_per_actor" if per_actor["GPU"] else "")
+    for batch in lost_nodes.watch_nodes(results, what, per_actor, setting):
         hist += batch["hist"].sum(axis=0)
         ticker.update(int(batch["images"].sum()))
     ticker.finish()

@@ -86,8 +86,12 @@ class Session:
         raise NotImplementedError
 
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The sum over workers, on ``tensor``'s device (summed on the session's: NCCL, the backend on
+        GPUs, takes no CPU tensor)."""
         if self.world > 1 and dist.is_initialized():
-            dist.all_reduce(tensor)
+            summed = tensor.to(self.device)
+            dist.all_reduce(summed)
+            return summed.to(tensor.device)
         return tensor
 
     def average_gradients(self, module: torch.nn.Module) -> None:
