@@ -271,7 +271,7 @@ def test_default_yaml_resolves_as_before_the_recipe_moved(default):
 # resources of each stage (the keys that change how, not what, is computed).
 SCALE_KEYS = ("data", "data_dependency.budgets", "model", "run.dir", "mlflow", "scaling",
               "train.steps", "train.batch_size", "train.eval_every", "train.checkpoint_every", "train.log_every",
-              "self_training.steps", "pseudo.actors", "pseudo.cpus_per_actor", "pseudo.gpus_per_actor",
+              "self_training.steps", "pseudo.actors", "pseudo.cpus_per_actor", "pseudo.gpus_per_actor", "pseudo.resolution",
               "pseudo.batch_size",
               "style.steps", "style.image_size", "style.ngf", "style.ndf", "style.n_blocks",
               "style.actors", "style.cpus_per_actor", "loss.mic_patch")

@@ -89,7 +89,7 @@ def test_every_window_has_its_flop_rate_and_mfu(tmp_path):
 def test_peak_is_measured_once_when_not_given(tmp_path, monkeypatch):
     calls = []
 
-    def fake_peak(threads, seconds=1.0, size=1024, dtype=torch.float32):
+    def fake_peak(threads, seconds=1.0, size=1024, dtype=torch.float32, device="cpu"):
         calls.append((threads, dtype))
         return 20.0
 

@@ -161,7 +161,36 @@ def test_merge_views_at_several_scales_resizes_back_and_takes_the_most_confident
     assert cls.shape == (4, 6) and (cls == 1).all() and conf == pytest.approx(np.full((4, 6), sig(1)), abs=1e-6)
 
 
+def test_merge_views_at_full_resolution_upsamples_the_softmax_before_the_views_compete():
+    image = np.zeros((1, 3, 3), np.uint8)
+    cls, conf = merge_views(_stub(), [(image, False), (image, True)], temperature=1.0, out_size=(2, 6))
+    assert cls.shape == conf.shape == (2, 6)
+    # the outermost columns keep each view's own pixels: view 0's class 0 at sig(3), view 1's class 1 at sig(4)
+    assert cls[:, 0].tolist() == [0, 0] and cls[:, -1].tolist() == [1, 1]
+    assert conf[0, 0] == pytest.approx(sig(3), abs=1e-6) and conf[0, -1] == pytest.approx(sig(4), abs=1e-6)
+
+
 # ------------------------------------------------------------------------ the actor
+def test_a_teacher_actor_writes_labels_at_the_images_own_size_with_full_resolution(tmp_path):
+    from PIL import Image
+
+    from udas_ray.checkpoints import save_model
+    from udas_ray.models import build_segmenter
+
+    model = save_model(tmp_path / "teacher.pt", build_segmenter("deeplabv2_tiny", NUM_CLASSES, None),
+                       model_name="deeplabv2_tiny", num_classes=NUM_CLASSES, model_options={}, stage="teacher",
+                       step=0, config={})
+    image = tmp_path / "a_leftImg8bit.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 96, 3), dtype=np.uint8)).save(image)
+    for full, shape in ((False, (32, 64)), (True, (48, 96))):
+        staging = tmp_path / f"staging_{full}"
+        (staging / "pred").mkdir(parents=True)
+        actor = TeacherPredictor(str(model), (32, 64), ViewParams(k=2), str(staging), full_resolution=full)
+        out = actor({"image": [str(image)], "name": ["a_leftImg8bit.png"], "seed": [0]})
+        assert np.asarray(Image.open(staging / "pred" / "a_leftImg8bit.png")).shape == shape
+        assert out["hist"].sum() == shape[0] * shape[1]
+
+
 def test_a_teacher_actor_that_starts_after_its_round_was_published_leaves_no_folder(tmp_path):
     # Ray Data does not stop an actor still starting when its round ends: it comes up once the
     # staging folder was renamed into the published round, and must not make it again.

@@ -313,6 +313,10 @@ class Pseudo(Section):
     # Each view is also predicted resized by each of these factors (multi-scale testing, e.g.
     # [0.75, 1.0, 1.25]); K x len(scales) predictions compete per pixel.
     scales: list[float] = Field(default_factory=lambda: [1.0], min_length=1)
+    # Where labels are written: "input", at data.image_size (what the students train at); "full",
+    # at each image's own size, the softmax upsampled (bilinear) before the views compete, for
+    # students that crop at full resolution or labels meant to be kept.
+    resolution: Literal["input", "full"] = "input"
 
     @field_validator("scales")
     @classmethod

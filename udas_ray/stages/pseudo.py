@@ -74,16 +74,19 @@ def make_views(image: np.ndarray, params: ViewParams, seed: int) -> list[tuple[n
 
 @torch.no_grad()
 def merge_views(model, views: list[tuple[np.ndarray, bool]], temperature: float, device="cpu",
-                scales: tuple[float, ...] = (1.0,)) -> tuple[np.ndarray, np.ndarray]:
+                scales: tuple[float, ...] = (1.0,), out_size: tuple[int, int] | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
     """(class map uint8, confidence float32) of the per-pixel most confident view. With several
     ``scales`` every view is also predicted resized by each factor; its softmax is resized back
-    (bilinear) before the views compete."""
+    (bilinear) before the views compete. ``out_size``: the (H, W) the softmax is resized to before
+    the views compete, e.g. the image's full resolution (default: the views' own size)."""
     import torch.nn.functional as F
 
     from udas_ray.inference import predict_probs
 
     stack = np.stack([v for v, _ in views])
     size = stack.shape[1:3]
+    target = tuple(out_size) if out_size else size
     per_scale = []
     for factor in scales:
         scaled = stack
@@ -91,8 +94,8 @@ def merge_views(model, views: list[tuple[np.ndarray, bool]], temperature: float,
             shape = tuple(max(8, int(round(n * factor))) for n in size)
             scaled = np.stack([images.resize_image(v, shape) for v in stack])
         probs = predict_probs(model, scaled, temperature, device).float()
-        if probs.shape[2:] != size:
-            probs = F.interpolate(probs, size=size, mode="bilinear", align_corners=False)
+        if probs.shape[2:] != target:
+            probs = F.interpolate(probs, size=target, mode="bilinear", align_corners=False)
         per_scale.append(torch.stack([p.flip(-1) if mirrored else p for p, (_, mirrored) in zip(probs.cpu(), views)]))
     probs = torch.cat(per_scale)
     conf, cls = probs.max(dim=1)  # (K * scales, H, W) each
@@ -115,8 +118,10 @@ class TeacherPredictor:
     was published, and must not bring the staging folder back."""
 
     def __init__(self, model_path: str, size: tuple[int, int], params: ViewParams, staging: str, threads: int = 1,
-                 precision: str = "fp32", channels_last: bool = True, device: str | None = None):
-        """``device``: where the teacher runs; None: on a GPU where torch sees one, else on the CPU."""
+                 precision: str = "fp32", channels_last: bool = True, device: str | None = None,
+                 full_resolution: bool = False):
+        """``device``: where the teacher runs; None: on a GPU where torch sees one, else on the CPU.
+        ``full_resolution``: labels at each image's own size (its softmax upsampled), else at ``size``."""
         from udas_ray.checkpoints import load_model
         from udas_ray.models import to_memory_format
 
@@ -124,14 +129,17 @@ class TeacherPredictor:
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model = to_memory_format(load_model(model_path)[0].to(self.device), channels_last)
         self.size, self.params, self.staging, self.precision = tuple(size), params, Path(staging), precision
+        self.full_resolution = full_resolution
 
     def __call__(self, batch: dict) -> dict:
         hist = np.zeros((NUM_CLASSES, BINS), np.int64)
         for image_path, name, seed in zip(batch["image"], batch["name"], batch["seed"]):
-            image = images.resize_image(images.read_image(image_path), self.size)
+            original = images.read_image(image_path)
+            image = images.resize_image(original, self.size)
+            out_size = original.shape[:2] if self.full_resolution else None
             with precision.autocast(self.precision, self.device):  # train.precision
                 pred, conf = merge_views(self.model, make_views(image, self.params, int(seed)),
-                                         self.params.temperature, self.device, self.params.scales)
+                                         self.params.temperature, self.device, self.params.scales, out_size)
             stem = Path(str(name)).stem
             images.write_png(self.staging / "pred" / f"{stem}.png", pred)
             images.write_png(self.staging / "pred" / f"{stem}.conf.png", np.round(conf * 65535).astype(np.uint16))
@@ -187,7 +195,7 @@ def publish(staging: str | Path, final: str | Path, split: Split, thresholds: np
         total += label.size
         class_pixels += np.bincount(label[label != IGNORE].ravel(), minlength=NUM_CLASSES)[:NUM_CLASSES]
         if has_truth:
-            truth = images.resize_label(images.read_label(sample.label, split.label_kind), tuple(size))
+            truth = images.resize_label(images.read_label(sample.label, split.label_kind), label.shape[:2])
             cm += confusion_matrix(label[label != IGNORE], truth[label != IGNORE])
         ticker.update()
     ticker.finish()
@@ -247,7 +255,7 @@ def predict_to_staging(cfg, split: Split, model_path: str | Path, staging: str |
         fn_constructor_kwargs={"model_path": str(model_path), "size": tuple(cfg.data.image_size), "params": params,
                                "staging": str(staging), "threads": max(1, int(p.cpus_per_actor)),
                                "precision": cfg.train.precision, "channels_last": cfg.train.channels_last,
-                               "device": device},
+                               "device": device, "full_resolution": p.resolution == "full"},
         batch_size=p.batch_size,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=p.actors),
@@ -319,7 +327,7 @@ def write_picture(final: str | Path, split: Split, size, count: int = 4) -> Path
         return None
     labelled = pseudo_split(final, split).samples[:count]
     pictures = np.stack([images.resize_image(images.read_image(s.image), size) for s in samples])
-    labels = np.stack([images.read_label(s.label, "labelids") for s in labelled])
+    labels = np.stack([images.resize_label(images.read_label(s.label, "labelids"), size) for s in labelled])
     truth = None
     if all(s.label for s in samples):
         truth = np.stack([images.resize_label(images.read_label(s.label, split.label_kind), size) for s in samples])
