@@ -11,7 +11,7 @@ MLflow tracking off (every stage's tracking URI is left unset, so mlflow is neve
   data       the scene generator writes a small pair in the GTA5 / Cityscapes layouts: source at
              512x1024, target at Cityscapes' full 1024x2048, trained at data.image_size 512x1024
   peak       matmul peaks measured here, float32 (TF32 off, torch's default), TF32, bfloat16 and
-             float16 (CUDA events around 8192^2 matmuls); the FLOPs counted by udas_ray.flops
+             float16 (8192^2 matmuls timed between synchronizations, udas_ray.flops.measure_peak)
   teacher_P  for each precision P (train.precision; fp16 with its gradient scaler): the teacher
              stage of deeplabv2_resnet101 (random init, model.pretrained=null), channels-last,
              batch 2, as the pipeline runs it (stages.kinds.train_segmenter) on one Ray Train
@@ -207,26 +207,6 @@ def check_data(cfg) -> dict:
             "source_size": list(cfg.data.scenes.source_size), "target_size": list(cfg.data.scenes.target_size)}
 
 
-def cuda_matmul_peak(dtype: torch.dtype, side: int, seconds: float = 1.0) -> float:
-    """GFLOP/s of a ``side``^2 matmul on the GPU, the best of batches of 10 timed with CUDA events."""
-    a, b = (torch.randn(side, side, device="cuda", dtype=dtype) for _ in range(2))
-    with torch.no_grad():
-        count = flops.count_step_flops(lambda: torch.mm(a, b))
-        for _ in range(3):
-            torch.mm(a, b)
-        torch.cuda.synchronize()
-        best, start = float("inf"), time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            begin.record()
-            for _ in range(10):
-                torch.mm(a, b)
-            end.record()
-            end.synchronize()
-            best = min(best, begin.elapsed_time(end) / 1e3 / 10)
-    return count / best / 1e9
-
-
 def check_peak(gpu: bool, s: Sizes) -> dict:
     """Matmul peaks per compute dtype (GFLOP/s): the denominators of MFU."""
     flops.warm_up_counter()
@@ -242,7 +222,7 @@ def check_peak(gpu: bool, s: Sizes) -> dict:
         for name, dtype, tf32 in (("fp32", torch.float32, False), ("tf32", torch.float32, True),
                                   ("bf16", torch.bfloat16, False), ("fp16", torch.float16, False)):
             matmul.allow_tf32 = tf32
-            peaks[name] = round(cuda_matmul_peak(dtype, s.peak_side), 1)
+            peaks[name] = round(flops.measure_peak(dtype=dtype, device="cuda"), 1)
             torch.cuda.empty_cache()  # the matmul's operands, gone with the call
     finally:
         matmul.allow_tf32 = before
@@ -375,7 +355,7 @@ def check_pseudo(cfg, splits, model_path: str, precision: str) -> dict:
         steady = round((ticks[-1][1] - ticks[0][1]) / (ticks[-1][0] - ticks[0][0]), 2)
     return {"precision": precision, "k": cfg.pseudo.k, "images": n, "images_per_s_after_first_batch": steady,
             "images_per_s_whole_round": round(n / seconds, 2), "kept_share": round(fields["metrics"]["kept_share"], 4),
-            "gpus_per_actor": 1 if cfg.scaling.use_gpu else 0}
+            "gpus_per_actor": pseudo.actor_resources(cfg)["GPU"]}
 
 
 def check_predict(cfg, model_path: str, device: torch.device, work: Path) -> dict:

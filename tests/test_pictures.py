@@ -80,7 +80,7 @@ def test_a_published_round_gets_its_picture(tiny_cfg, tmp_path):
         conf = np.zeros(size, np.uint16)
         conf[:, : size[1] // 2] = 65535
         images.write_png(staging / "pred" / f"{stem}.conf.png", conf)
-    pseudo.publish(staging, final, split, np.full(classes.NUM_CLASSES, 0.5), size)
+    pseudo.publish(staging, final, split, np.full(classes.NUM_CLASSES, 0.5))
     path = pseudo.write_picture(final, split, size)
     assert path == final / pseudo.PICTURE_FILE
     picture = open_png(path)

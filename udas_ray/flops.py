@@ -123,8 +123,9 @@ def measure_peak(threads: int | None = None, seconds: float = 1.0, size: int = 1
 
 
 def _gpu_peak(device: torch.device, dtype: torch.dtype, seconds: float, size: int = 8192, calls: int = 10) -> float:
-    """The best of repeated bursts of ``calls`` matmuls, each burst timed between synchronizations."""
-    key = (str(device), size, dtype)
+    """The best of repeated bursts of ``calls`` matmuls, each burst timed between synchronizations;
+    a float32 peak with TF32 matmuls allowed is another peak than without."""
+    key = (str(device), size, dtype, torch.backends.cuda.matmul.allow_tf32)
     if key not in _PEAKS:
         a, b = (torch.randn(size, size, device=device).to(dtype) for _ in range(2))
         best, start = float("inf"), time.perf_counter()

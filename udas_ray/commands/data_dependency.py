@@ -67,10 +67,6 @@ def run_budgets(cfg, configs: dict, splits: dict) -> dict:
     return {key: ray.get(Driver.remote(configs[key], splits[key]).run.remote()) for key in configs}
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def log_to_mlflow(cfg, table: list[dict], png: Path, js: Path, run_dir: Path) -> None:
     """The budgets' mIoU as one MLflow run's metrics, stepped by the labeled count, with the table files."""
     uri = cfg.tracking_uri
@@ -85,3 +81,7 @@ def log_to_mlflow(cfg, table: list[dict], png: Path, js: Path, run_dir: Path) ->
         logger.finish()
     except Exception as exc:  # the table and plot are on disk either way
         print(f"MLflow logging failed ({exc}); results are in {run_dir}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

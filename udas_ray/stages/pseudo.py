@@ -176,7 +176,7 @@ def apply_thresholds(pred: np.ndarray, conf: np.ndarray, thresholds: np.ndarray)
     return label
 
 
-def publish(staging: str | Path, final: str | Path, split: Split, thresholds: np.ndarray, size) -> dict:
+def publish(staging: str | Path, final: str | Path, split: Split, thresholds: np.ndarray) -> dict:
     """Threshold every staged prediction, write label PNGs and ``stats.json``, then rename
     ``staging`` to ``final`` in one step. Returns the round's statistics."""
     staging, final = Path(staging), Path(final)
@@ -286,7 +286,7 @@ def run_pseudo_labels(cfg, split: Split, model_path: str, final: str | Path) -> 
     staging.mkdir(parents=True)
     hist = predict_to_staging(cfg, split, model_path, staging, what=f"pseudo {final.name} pass 1/2: teacher")
     thresholds = class_thresholds(hist, p.selection, p.threshold, p.class_fraction)
-    stats = publish(staging, final, split, thresholds, cfg.data.image_size)
+    stats = publish(staging, final, split, thresholds)
     write_picture(final, split, cfg.data.image_size)
     if stats["kept_share"] < 0.01:
         log.warning("pseudo-labels keep only %.2f%% of pixels at pseudo.threshold=%s; the student will learn little: "
